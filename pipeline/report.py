@@ -1,0 +1,77 @@
+"""Write per-council summaries, review CSVs and the cross-council matrix to files.
+
+A review CSV may be open on a reviewer's desk: if it changed since qcode wrote
+it, it is left exactly as it is and the fresh export goes beside it as
+``review-new.csv``, so a rerun never overwrites a reviewer's work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pipeline.review import REVIEW_COLUMNS, review_rows
+from pipeline.schemas import Codebook, CodedPassage, slugify
+from pipeline.spreadsheet import excel_csv_bytes, sha256_bytes, sha256_file, write_atomically
+from pipeline.summarise import SUMMARY_COLUMNS, council_summary, councils_by_code
+
+log = logging.getLogger("qcode.report")
+
+WRITTEN, UNCHANGED, KEPT_EDITED = "written", "unchanged", "kept-edited"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    sha256: str
+    status: str
+
+
+def write_export(path: Path, data: bytes, last_written: str | None, *, protect_edits: bool = False) -> ExportResult:
+    """Write ``data`` unless the file already holds it; with ``protect_edits``, never replace a file someone edited."""
+    new_hash = sha256_bytes(data)
+    if path.exists():
+        current = sha256_file(path)
+        if current == new_hash:
+            return ExportResult(path, new_hash, UNCHANGED)
+        if protect_edits and current != last_written:
+            beside = path.with_name(f"{path.stem}-new{path.suffix}")
+            write_atomically(beside, data)
+            log.warning("%s was edited after qcode wrote it and is left as it is; the fresh export is %s",
+                        path, beside.name)
+            return ExportResult(beside, new_hash, KEPT_EDITED)
+    write_atomically(path, data)
+    return ExportResult(path, new_hash, WRITTEN)
+
+
+def write_reports(out_dir: Path, passages: list[CodedPassage], codebook: Codebook,
+                  last_written: Callable[[Path], str | None]) -> list[ExportResult]:
+    """summary.csv and review.csv per council, and councils_by_code.csv across councils."""
+    by_council: dict[str, list[CodedPassage]] = defaultdict(list)
+    for p in passages:
+        by_council[p.council].append(p)
+    results = []
+    for council, council_passages in sorted(by_council.items()):
+        folder = out_dir / slugify(council)
+        summary = council_summary(council_passages, codebook)
+        results.append(write_export(folder / "summary.csv",
+                                    excel_csv_bytes(SUMMARY_COLUMNS, ([r[c] for c in SUMMARY_COLUMNS] for r in summary)),
+                                    last_written(folder / "summary.csv")))
+        review_path = folder / "review.csv"
+        results.append(write_export(review_path, excel_csv_bytes(REVIEW_COLUMNS, review_rows(council_passages, codebook)),
+                                    last_written(review_path), protect_edits=True))
+    header, rows = councils_by_code(passages, codebook)
+    matrix_path = out_dir / "councils_by_code.csv"
+    results.append(write_export(matrix_path, excel_csv_bytes(header, rows), last_written(matrix_path)))
+    return results
+
+
+def write_run_report(out_dir: Path, report: dict) -> Path:
+    """The run's account of every file (counts and reasons, never personal data) as JSON."""
+    path = out_dir / "run-report.json"
+    write_atomically(path, json.dumps(report, indent=2, ensure_ascii=False).encode("utf-8"))
+    return path

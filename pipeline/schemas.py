@@ -1,0 +1,155 @@
+"""Frozen records that flow between stages: transcript -> turns -> passages -> codings."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+INTERVIEWER = "interviewer"
+RESPONDENT = "respondent"
+
+
+def text_hash(text: str) -> str:
+    """Content key for a piece of text (embedding cache, change detection)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def slugify(value: str) -> str:
+    """File-system-safe name for a council: 'Hollins Vale' -> 'hollins-vale'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")
+    return slug or "unnamed"
+
+
+@dataclass(frozen=True)
+class Code:
+    id: str
+    family: str
+    label: str
+    definition: str
+    framework_area: str
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Codebook:
+    name: str
+    version: str
+    codes: tuple[Code, ...]
+    uncoded_examples: tuple[str, ...] = ()
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.codes)
+
+    def code(self, code_id: str) -> Code:
+        for c in self.codes:
+            if c.id == code_id:
+                return c
+        raise KeyError(code_id)
+
+
+@dataclass(frozen=True)
+class TranscriptMeta:
+    council: str
+    interview_id: str
+    council_type: str = ""
+    respondent_role: str = ""
+    round: str = ""
+    date: str = ""
+
+    @property
+    def key(self) -> str:
+        """Identity of an interview across versions of its file."""
+        return f"{slugify(self.council)}/{self.interview_id}"
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A decoded transcript body (front matter removed) with its metadata."""
+
+    source: str
+    meta: TranscriptMeta
+    text: str
+
+    @property
+    def content_hash(self) -> str:
+        return text_hash(self.text)
+
+
+@dataclass(frozen=True)
+class Turn:
+    index: int
+    speaker: str
+    role: str
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Passage:
+    passage_id: str
+    transcript_key: str
+    turn_index: int
+    speaker: str
+    start: int
+    end: int
+    text: str
+
+    @property
+    def text_hash(self) -> str:
+        return text_hash(self.text)
+
+
+@dataclass(frozen=True)
+class SegmentedTranscript:
+    transcript: Transcript
+    turns: tuple[Turn, ...]
+    passages: tuple[Passage, ...]
+
+
+@dataclass(frozen=True)
+class Redaction:
+    start: int
+    end: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    source: str
+    reason: str
+
+
+@dataclass
+class IngestReport:
+    """What happened to each file of a round; counts only, never personal data."""
+
+    files_seen: int = 0
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    redactions: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def redaction_total(self) -> int:
+        return sum(sum(kinds.values()) for kinds in self.redactions.values())
+
+
+@dataclass(frozen=True)
+class CodedPassage:
+    """A respondent passage with its interview's metadata and a coder's output."""
+
+    passage_id: str
+    council: str
+    interview_id: str
+    text: str
+    respondent_role: str = ""
+    round: str = ""
+    question: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+    applied: tuple[str, ...] = ()

@@ -1,0 +1,287 @@
+"""The only module that talks to DuckDB: schema, reads and writes.
+
+DuckDB allows one writing process at a time; ``Store`` opens the file once
+per stage and turns a locked database into a clear error. Everything stored is
+anonymised text and metadata; raw transcript text never reaches the database.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import duckdb
+import numpy as np
+
+from pipeline.errors import StoreError
+from pipeline.schemas import Codebook, SegmentedTranscript
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ,
+    round_dir VARCHAR, status VARCHAR NOT NULL, report JSON
+);
+CREATE TABLE IF NOT EXISTS codes (
+    codebook_version VARCHAR NOT NULL, code_id VARCHAR NOT NULL, family VARCHAR NOT NULL,
+    label VARCHAR NOT NULL, framework_area VARCHAR NOT NULL, position INTEGER NOT NULL,
+    PRIMARY KEY (codebook_version, code_id)
+);
+CREATE TABLE IF NOT EXISTS transcripts (
+    transcript_key VARCHAR NOT NULL, version INTEGER NOT NULL,
+    council VARCHAR NOT NULL, council_type VARCHAR, interview_id VARCHAR NOT NULL,
+    respondent_role VARCHAR, round VARCHAR, interview_date VARCHAR, source_file VARCHAR NOT NULL,
+    content_hash VARCHAR NOT NULL, anonymised_text VARCHAR NOT NULL,
+    ingested_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, retired_at TIMESTAMPTZ,
+    PRIMARY KEY (transcript_key, version)
+);
+CREATE TABLE IF NOT EXISTS turns (
+    transcript_key VARCHAR NOT NULL, version INTEGER NOT NULL, turn_index INTEGER NOT NULL,
+    speaker VARCHAR NOT NULL, role VARCHAR NOT NULL, start_char INTEGER NOT NULL, end_char INTEGER NOT NULL,
+    PRIMARY KEY (transcript_key, version, turn_index)
+);
+CREATE TABLE IF NOT EXISTS passages (
+    passage_id VARCHAR PRIMARY KEY, transcript_key VARCHAR NOT NULL, version INTEGER NOT NULL,
+    turn_index INTEGER NOT NULL, speaker VARCHAR NOT NULL, start_char INTEGER NOT NULL,
+    end_char INTEGER NOT NULL, text VARCHAR NOT NULL, text_hash VARCHAR NOT NULL,
+    first_run_id VARCHAR, retired_at TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    model_id VARCHAR NOT NULL, text_hash VARCHAR NOT NULL, dimension INTEGER NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (model_id, text_hash)
+);
+CREATE TABLE IF NOT EXISTS coding_sets (
+    passage_id VARCHAR NOT NULL, coder_id VARCHAR NOT NULL, codebook_version VARCHAR NOT NULL,
+    run_id VARCHAR, coded_at TIMESTAMPTZ NOT NULL, codes_applied INTEGER NOT NULL,
+    PRIMARY KEY (passage_id, coder_id, codebook_version)
+);
+CREATE TABLE IF NOT EXISTS codings (
+    passage_id VARCHAR NOT NULL, code_id VARCHAR NOT NULL, coder_id VARCHAR NOT NULL,
+    codebook_version VARCHAR NOT NULL, score DOUBLE NOT NULL, applied BOOLEAN NOT NULL, run_id VARCHAR,
+    PRIMARY KEY (passage_id, code_id, coder_id, codebook_version)
+);
+CREATE TABLE IF NOT EXISTS exports (
+    path VARCHAR PRIMARY KEY, sha256 VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL, run_id VARCHAR
+);
+"""
+
+ACTIVE_PASSAGES = """
+WITH questions AS (
+    SELECT u.transcript_key, u.version, u.turn_index,
+           substr(t.anonymised_text, u.start_char + 1, u.end_char - u.start_char) AS question
+    FROM turns u JOIN transcripts t USING (transcript_key, version)
+    WHERE u.role = 'interviewer'
+)
+SELECT p.passage_id, p.transcript_key, p.version, p.turn_index, p.speaker, p.start_char, p.end_char,
+       p.text, p.text_hash, t.council, t.council_type, t.interview_id, t.respondent_role, t.round,
+       q.question
+FROM passages p
+JOIN transcripts t ON t.transcript_key = p.transcript_key AND t.version = p.version
+ASOF LEFT JOIN questions q
+  ON q.transcript_key = p.transcript_key AND q.version = p.version AND p.turn_index > q.turn_index
+WHERE p.retired_at IS NULL
+ORDER BY t.council, t.interview_id, p.turn_index, p.start_char
+"""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Store:
+    """An open qcode database.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> with Store(pathlib.Path(tempfile.mkdtemp()) / "q.duckdb") as store:
+    ...     store.count("passages")
+    0
+    """
+
+    def __init__(self, path: Path | str, *, read_only: bool = False):
+        self.path = Path(path)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.exists():
+            raise StoreError(f"no database at {self.path}; run 'qcode run ROUND_DIR' first")
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreError(
+                    f"the database {self.path} is in use by another qcode process; "
+                    "wait for it to finish and try again"
+                ) from None
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from None
+        if not read_only:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        self.con.execute(SCHEMA)
+        row = self.con.execute("SELECT max(version) FROM schema_info").fetchone()
+        if row[0] is None:
+            self.con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
+        elif row[0] > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written by a newer qcode (schema {row[0]}); upgrade qcode")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def count(self, table: str, where: str = "TRUE") -> int:
+        return self.con.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]
+
+    # runs -----------------------------------------------------------------
+    def start_run(self, run_id: str, round_dir: str) -> None:
+        self.con.execute("INSERT INTO runs VALUES (?, ?, NULL, ?, 'running', NULL)", [run_id, _now(), round_dir])
+
+    def finish_run(self, run_id: str, status: str, report: dict) -> None:
+        self.con.execute("UPDATE runs SET finished_at = ?, status = ?, report = ? WHERE run_id = ?",
+                         [_now(), status, json.dumps(report), run_id])
+
+    # codebook -------------------------------------------------------------
+    def register_codebook(self, codebook: Codebook) -> None:
+        rows = [(codebook.version, c.id, c.family, c.label, c.framework_area, i) for i, c in enumerate(codebook.codes)]
+        self.con.executemany("INSERT OR IGNORE INTO codes VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    # transcripts and passages ---------------------------------------------
+    def current_transcript(self, key: str) -> tuple[int, str] | None:
+        return self.con.execute(
+            "SELECT version, content_hash FROM transcripts WHERE transcript_key = ? AND retired_at IS NULL",
+            [key]).fetchone()
+
+    def save_transcript(self, segmented: SegmentedTranscript, run_id: str) -> str:
+        """Store a segmented transcript; returns 'new', 'changed' or 'unchanged'.
+
+        A changed file becomes a new version. Passages whose text is no longer
+        there are retired (kept, with codings and reviews still pointing at
+        them); passages whose text is unchanged keep their id.
+        """
+        t, meta = segmented.transcript, segmented.transcript.meta
+        current = self.current_transcript(meta.key)
+        if current and current[1] == t.content_hash:
+            return "unchanged"
+        version = (current[0] + 1) if current else 1
+        now = _now()
+        with self.transaction():
+            if current:
+                self.con.execute("UPDATE transcripts SET retired_at = ? WHERE transcript_key = ? AND version = ?",
+                                 [now, meta.key, current[0]])
+            self.con.execute(
+                "INSERT INTO transcripts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                [meta.key, version, meta.council, meta.council_type, meta.interview_id, meta.respondent_role,
+                 meta.round, meta.date, t.source, t.content_hash, t.text, now, run_id])
+            self.con.executemany(
+                "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(meta.key, version, u.index, u.speaker, u.role, u.start, u.end) for u in segmented.turns])
+            new_ids = [p.passage_id for p in segmented.passages]
+            self.con.execute(
+                "UPDATE passages SET retired_at = ? WHERE transcript_key = ? AND retired_at IS NULL "
+                "AND passage_id NOT IN (SELECT unnest(?::VARCHAR[]))", [now, meta.key, new_ids])
+            existing = {r[0] for r in self.con.execute(
+                "SELECT passage_id FROM passages WHERE passage_id IN (SELECT unnest(?::VARCHAR[]))", [new_ids]).fetchall()}
+            for p in segmented.passages:
+                if p.passage_id in existing:
+                    self.con.execute(
+                        "UPDATE passages SET version = ?, turn_index = ?, speaker = ?, start_char = ?, end_char = ?, "
+                        "text = ?, retired_at = NULL WHERE passage_id = ?",
+                        [version, p.turn_index, p.speaker, p.start, p.end, p.text, p.passage_id])
+            fresh = [p for p in segmented.passages if p.passage_id not in existing]
+            if fresh:
+                self.con.execute(
+                    "INSERT INTO passages SELECT unnest(?::VARCHAR[]), ?, ?, unnest(?::INTEGER[]), unnest(?::VARCHAR[]), "
+                    "unnest(?::INTEGER[]), unnest(?::INTEGER[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), ?, NULL",
+                    [[p.passage_id for p in fresh], meta.key, version, [p.turn_index for p in fresh],
+                     [p.speaker for p in fresh], [p.start for p in fresh], [p.end for p in fresh],
+                     [p.text for p in fresh], [p.text_hash for p in fresh], run_id])
+        return "changed" if current else "new"
+
+    def active_passages(self) -> list[dict]:
+        """Every passage not retired, with its interview's metadata and the interviewer's preceding question."""
+        cursor = self.con.execute(ACTIVE_PASSAGES)
+        columns = [d[0] for d in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    # embeddings -----------------------------------------------------------
+    def cached_embeddings(self, model_id: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        if not hashes:
+            return {}
+        rows = self.con.execute(
+            "SELECT text_hash, vector FROM embeddings WHERE model_id = ? AND text_hash IN (SELECT unnest(?::VARCHAR[]))",
+            [model_id, list(hashes)]).fetchall()
+        return {h: np.frombuffer(v, dtype="<f4") for h, v in rows}
+
+    def save_embeddings(self, model_id: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        if not len(hashes):
+            return
+        vectors = np.asarray(vectors, dtype="<f4")
+        self.con.execute(
+            "INSERT OR IGNORE INTO embeddings SELECT ?, unnest(?::VARCHAR[]), ?, unnest(?::BLOB[])",
+            [model_id, list(hashes), vectors.shape[1], [row.tobytes() for row in vectors]])
+
+    # codings --------------------------------------------------------------
+    def coded_passage_ids(self, coder_id: str, codebook_version: str) -> set[str]:
+        return {r[0] for r in self.con.execute(
+            "SELECT passage_id FROM coding_sets WHERE coder_id = ? AND codebook_version = ?",
+            [coder_id, codebook_version]).fetchall()}
+
+    def save_codings(self, *, coder_id: str, codebook_version: str, run_id: str, passage_ids: Sequence[str],
+                     code_ids: Sequence[str], scores: np.ndarray, applied: np.ndarray, floor: float) -> int:
+        """Store scores at or above ``floor`` (and every applied code) for a batch; returns codes applied."""
+        rows_p, rows_c, rows_s, rows_a = [], [], [], []
+        for i, pid in enumerate(passage_ids):
+            for j, code in enumerate(code_ids):
+                if applied[i, j] or scores[i, j] >= floor:
+                    rows_p.append(pid)
+                    rows_c.append(code)
+                    rows_s.append(float(scores[i, j]))
+                    rows_a.append(bool(applied[i, j]))
+        now = _now()
+        with self.transaction():
+            self.con.execute(
+                "INSERT OR REPLACE INTO codings SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), ?, ?, "
+                "unnest(?::DOUBLE[]), unnest(?::BOOLEAN[]), ?",
+                [rows_p, rows_c, coder_id, codebook_version, rows_s, rows_a, run_id])
+            self.con.execute(
+                "INSERT OR REPLACE INTO coding_sets SELECT unnest(?::VARCHAR[]), ?, ?, ?, ?, unnest(?::INTEGER[])",
+                [list(passage_ids), coder_id, codebook_version, run_id, now,
+                 [int(x) for x in np.asarray(applied).sum(axis=1)]])
+        return int(np.asarray(applied).sum())
+
+    def codings_for(self, coder_id: str, codebook_version: str) -> list[tuple[str, str, float, bool]]:
+        """(passage_id, code_id, score, applied) for active passages, strongest first."""
+        return self.con.execute(
+            "SELECT c.passage_id, c.code_id, c.score, c.applied FROM codings c "
+            "JOIN passages p USING (passage_id) WHERE p.retired_at IS NULL AND c.coder_id = ? "
+            "AND c.codebook_version = ? ORDER BY c.passage_id, c.score DESC",
+            [coder_id, codebook_version]).fetchall()
+
+    # exports --------------------------------------------------------------
+    def export_hash(self, path: Path) -> str | None:
+        row = self.con.execute("SELECT sha256 FROM exports WHERE path = ?", [str(path.resolve())]).fetchone()
+        return row[0] if row else None
+
+    def record_export(self, path: Path, sha256: str, run_id: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO exports VALUES (?, ?, ?, ?)",
+                         [str(path.resolve()), sha256, _now(), run_id])
