@@ -27,7 +27,7 @@ _POSTCODE = re.compile(r"\b(?:GIR ?0AA|[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]? ?\d[ABD-HJ
 
 
 def _phone_digits_ok(candidate: str) -> bool:
-    digits = re.sub(r"\D", "", candidate)
+    digits = re.sub(r"\D", "", candidate.replace("(0)", "", 1))  # +44 (0)20 ...: the bracketed 0 is not dialled
     if digits.startswith("44"):
         return len(digits) in (11, 12)
     return len(digits) in (10, 11) and digits.startswith("0") and digits[1] != "0"

@@ -37,6 +37,8 @@ def load_codebook(path: Path | str) -> Codebook:
         raise CodebookError(path, ["file not found; pass --codebook with the path of a codebook YAML"]) from None
     except yaml.YAMLError as exc:
         raise CodebookError(path, [f"not valid YAML: {exc}"]) from None
+    except UnicodeDecodeError:
+        raise CodebookError(path, ["is not UTF-8 text; open it in an editor and save it as UTF-8"]) from None
     return parse_codebook(raw, source=path)
 
 
@@ -80,7 +82,7 @@ def parse_codebook(raw: object, *, source: Path | str = "<codebook>") -> Codeboo
             continue
         seen.add(code_id)
         family = entry.get("family")
-        if "family" not in missing and family not in family_names:
+        if "family" not in missing and (not isinstance(family, str) or family not in family_names):
             problems.append(f"{name}: field 'family' has unknown value {family!r}; use one of {sorted(family_names)}")
         elif family in family_names and families.get(code_id[:2]) != family:
             problems.append(f"{name}: field 'family' is {family!r} but the id prefix {code_id[:2]} means {families.get(code_id[:2])!r}")

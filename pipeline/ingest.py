@@ -29,7 +29,7 @@ META_FIELDS = tuple(f.name for f in fields(TranscriptMeta))
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _FRONT_MATTER = re.compile(r"\A[ \t]*---[ \t]*\r?\n(.*?)^[ \t]*---[ \t]*(?:\r?\n|\Z)", re.S | re.M)
-_TURN_LABEL = re.compile(r"^[ \t]*[*_]*(?P<label>[A-Za-z][A-Za-z .'-]{0,30}?|[A-Za-z]{1,3}\d{1,3})[ \t]*[*_]*:[*_]*[ \t]*", re.M)
+_TURN_LABEL = re.compile(r"^[ \t]*[*_]*(?P<label>[A-Za-z][A-Za-z .'-]{0,30}?(?:[ \t]*\d{1,3})?)[ \t]*[*_]*:[*_]*[ \t]*", re.M)
 
 
 def decode_text(data: bytes, source: Path | str) -> str:
@@ -58,10 +58,11 @@ def decode_text(data: bytes, source: Path | str) -> str:
 
 def read_docx_text(path: Path) -> str:
     import docx  # python-docx is imported lazily: most rounds are plain text
+    from docx.opc.exceptions import PackageNotFoundError
 
     try:
         document = docx.Document(str(path))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, PackageNotFoundError) as exc:
         raise TranscriptError(path, f"cannot be opened as a Word document ({exc.__class__.__name__}); re-save it from Word as .docx") from None
     return "\n".join(p.text for p in document.paragraphs)
 
@@ -101,7 +102,8 @@ def read_manifest(round_dir: Path) -> dict[str, dict[str, str]]:
     if unknown:
         raise RoundError(f"{path}: unknown column(s) {', '.join(unknown)}; allowed: file, {', '.join(META_FIELDS)}")
     rows: dict[str, dict[str, str]] = {}
-    for line_number, row in enumerate(reader, start=2):
+    for row in reader:
+        line_number = reader.line_num  # the source line, so blank lines and quoted line breaks don't shift it
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
         name = row.pop("file", "")
         if not name:

@@ -205,8 +205,8 @@ class Store:
                 if p.passage_id in existing:
                     self.con.execute(
                         "UPDATE passages SET version = ?, turn_index = ?, speaker = ?, start_char = ?, end_char = ?, "
-                        "text = ?, retired_at = NULL WHERE passage_id = ?",
-                        [version, p.turn_index, p.speaker, p.start, p.end, p.text, p.passage_id])
+                        "text = ?, text_hash = ?, retired_at = NULL WHERE passage_id = ?",
+                        [version, p.turn_index, p.speaker, p.start, p.end, p.text, p.text_hash, p.passage_id])
             fresh = [p for p in segmented.passages if p.passage_id not in existing]
             if fresh:
                 self.con.execute(
