@@ -47,7 +47,7 @@ def run_round(round_dir: str, settings: Settings | None = None) -> dict:
         report["ingest"] = steps.ingest_report_dict(ingest)
         report["embed"] = timed("embed", embed_passages, settings)
         report["code"] = timed("code", code_passages, settings, run_id)
-        exports = timed("report", write_round_reports, settings, run_id, report["code"]["coder_id"])
+        exports = timed("report", write_round_reports, settings, run_id)
         report["exports"] = [{"path": str(e.path), "status": e.status} for e in exports]
         report["status"] = "completed"
     finally:

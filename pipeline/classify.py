@@ -189,3 +189,49 @@ def _best_f1_threshold(scores: np.ndarray, positive: np.ndarray) -> float:
     best = int(np.argmax(f1))
     below = sorted_scores[best + 1] if best + 1 < len(sorted_scores) else sorted_scores[best] - 0.01
     return float((sorted_scores[best] + below) / 2)
+
+
+def shorten(text: str, limit: int = 90) -> str:
+    """One line of at most ``limit`` characters, cut at a word boundary."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    return flat[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def nearest_evidence(vectors: np.ndarray, codes_per_passage: list[list[str]], evidence_vectors: np.ndarray,
+                     evidence_codes: list[tuple[str, ...]], evidence_texts: list[str],
+                     evidence_ids: list[str] | None = None, passage_ids: list[str] | None = None) -> list[str]:
+    """For each passage and each of its codes, the most similar evidence text carrying that code.
+
+    Evidence is the codebook's examples and reviewed (gold) passages; a passage
+    is never its own evidence. Returns one ``CODE: "text"`` string per passage.
+
+    Examples
+    --------
+    >>> v = np.array([[1.0, 0.0]])
+    >>> nearest_evidence(v, [["LA01"]], np.array([[0.9, 0.1], [0.0, 1.0]]), [("LA01",), ("LA01",)], ["near", "far"])
+    ['LA01: "near"']
+    """
+    if len(evidence_vectors) == 0:
+        return ["" for _ in codes_per_passage]
+    similarity = _unit_rows(np.asarray(vectors, dtype=np.float64)) @ _unit_rows(np.asarray(evidence_vectors, dtype=np.float64)).T
+    if evidence_ids is not None and passage_ids is not None:
+        position = {eid: j for j, eid in enumerate(evidence_ids)}
+        for i, pid in enumerate(passage_ids):
+            if pid in position:
+                similarity[i, position[pid]] = -np.inf
+    members: dict[str, np.ndarray] = {}
+    for code in {c for codes in codes_per_passage for c in codes}:
+        members[code] = np.array([code in codes for codes in evidence_codes])
+    result = []
+    for i, codes in enumerate(codes_per_passage):
+        parts = []
+        for code in codes:
+            candidates = np.where(members[code], similarity[i], -np.inf)
+            best = int(np.argmax(candidates))
+            if not np.isfinite(candidates[best]):
+                continue
+            parts.append(f'{code}: "{shorten(evidence_texts[best])}"')
+        result.append("; ".join(parts))
+    return result

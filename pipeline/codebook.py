@@ -110,6 +110,18 @@ def parse_codebook(raw: object, *, source: Path | str = "<codebook>") -> Codeboo
     if not isinstance(uncoded, list) or not all(isinstance(v, str) for v in uncoded):
         problems.append("'uncoded_examples' must be a list of strings")
         uncoded = []
+    retired = raw.get("retired_codes") or {}
+    current_ids = {c.id for c in codes}
+    if not isinstance(retired, dict):
+        problems.append("'retired_codes' must map each retired id to its replacement id, or to null to drop it")
+        retired = {}
+    for old, new in retired.items():
+        if not isinstance(old, str) or not CODE_ID.match(old):
+            problems.append(f"retired_codes: {old!r} is not a code id (ids look like LA01 or BR09)")
+        elif old in current_ids:
+            problems.append(f"retired_codes: {old} is still a code in 'codes'; remove it there or from retired_codes")
+        if new is not None and new not in current_ids:
+            problems.append(f"retired_codes: {old} maps to {new!r}, which is not a code in 'codes'; use a current id or null")
     if problems:
         raise CodebookError(source, problems)
     return Codebook(
@@ -117,6 +129,7 @@ def parse_codebook(raw: object, *, source: Path | str = "<codebook>") -> Codeboo
         version=codebook_version(raw),
         codes=tuple(codes),
         uncoded_examples=tuple(u.strip() for u in uncoded),
+        retired_codes=tuple(sorted(retired.items())),
     )
 
 

@@ -32,6 +32,16 @@ class TranscriptError(QcodeError):
         super().__init__(f"{self.path.name}: {reason}")
 
 
+class ReviewFileError(QcodeError):
+    """A reviewer's CSV cannot be applied; it is rejected whole, nothing from it is stored."""
+
+    def __init__(self, name: str, problems: list[str]):
+        self.name = name
+        self.problems = list(problems)
+        listing = "\n  - ".join(self.problems)
+        super().__init__(f"{name} was rejected and nothing from it was applied; fix these and import it again:\n  - {listing}")
+
+
 class RoundError(QcodeError):
     """The round folder itself cannot be processed (missing folder, broken manifest)."""
 

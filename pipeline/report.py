@@ -48,22 +48,34 @@ def write_export(path: Path, data: bytes, last_written: str | None, *, protect_e
     return ExportResult(path, new_hash, WRITTEN)
 
 
-def write_reports(out_dir: Path, passages: list[CodedPassage], codebook: Codebook,
-                  last_written: Callable[[Path], str | None]) -> list[ExportResult]:
-    """summary.csv and review.csv per council, and councils_by_code.csv across councils."""
+def _by_council(passages: list[CodedPassage]) -> dict[str, list[CodedPassage]]:
     by_council: dict[str, list[CodedPassage]] = defaultdict(list)
     for p in passages:
         by_council[p.council].append(p)
+    return dict(sorted(by_council.items()))
+
+
+def write_review_files(out_dir: Path, passages: list[CodedPassage], codebook: Codebook,
+                       last_written: Callable[[Path], str | None]) -> list[ExportResult]:
+    """review.csv per council, rows in the order given; an edited review.csv is never replaced."""
     results = []
-    for council, council_passages in sorted(by_council.items()):
-        folder = out_dir / slugify(council)
+    for council, council_passages in _by_council(passages).items():
+        path = out_dir / slugify(council) / "review.csv"
+        results.append(write_export(path, excel_csv_bytes(REVIEW_COLUMNS, review_rows(council_passages, codebook)),
+                                    last_written(path), protect_edits=True))
+    return results
+
+
+def write_reports(out_dir: Path, passages: list[CodedPassage], codebook: Codebook,
+                  last_written: Callable[[Path], str | None]) -> list[ExportResult]:
+    """summary.csv and review.csv per council, and councils_by_code.csv across councils."""
+    results = []
+    for council, council_passages in _by_council(passages).items():
+        path = out_dir / slugify(council) / "summary.csv"
         summary = council_summary(council_passages, codebook)
-        results.append(write_export(folder / "summary.csv",
-                                    excel_csv_bytes(SUMMARY_COLUMNS, ([r[c] for c in SUMMARY_COLUMNS] for r in summary)),
-                                    last_written(folder / "summary.csv")))
-        review_path = folder / "review.csv"
-        results.append(write_export(review_path, excel_csv_bytes(REVIEW_COLUMNS, review_rows(council_passages, codebook)),
-                                    last_written(review_path), protect_edits=True))
+        results.append(write_export(path, excel_csv_bytes(SUMMARY_COLUMNS, ([r[c] for c in SUMMARY_COLUMNS] for r in summary)),
+                                    last_written(path)))
+    results += write_review_files(out_dir, passages, codebook, last_written)
     header, rows = councils_by_code(passages, codebook)
     matrix_path = out_dir / "councils_by_code.csv"
     results.append(write_export(matrix_path, excel_csv_bytes(header, rows), last_written(matrix_path)))

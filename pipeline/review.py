@@ -1,11 +1,20 @@
-"""Review CSVs: one row per respondent passage for a reviewer to check and correct."""
+"""Review CSVs: export one row per respondent passage, and read back a reviewer's corrections."""
 
 from __future__ import annotations
 
+import csv
+import difflib
+import io
+import re
+from dataclasses import dataclass
+
+from pipeline.errors import ReviewFileError, TranscriptError
+from pipeline.ingest import decode_text
 from pipeline.schemas import Codebook, CodedPassage
+from pipeline.spreadsheet import sha256_bytes, unguard_cell
 
 REVIEW_COLUMNS = ("passage_id", "council", "interview_id", "respondent_role", "round", "question", "text",
-                  "suggested", "codes", "code_labels", "reviewed", "reviewer", "note")
+                  "suggested", "why", "codes", "code_labels", "reviewed", "reviewer", "note")
 CODE_SEPARATOR = "; "
 
 
@@ -22,15 +31,124 @@ def format_suggestions(scores: dict[str, float]) -> str:
 
 
 def review_rows(passages: list[CodedPassage], codebook: Codebook) -> list[list[str]]:
-    """Rows in REVIEW_COLUMNS order, in transcript order as given."""
+    """Rows in REVIEW_COLUMNS order, in the order given; reviewed passages show the reviewer's codes."""
     labels = {c.id: c.label for c in codebook.codes}
     rows = []
     for p in passages:
         rows.append([
             p.passage_id, p.council, p.interview_id, p.respondent_role, p.round, p.question or "", p.text,
-            format_suggestions(p.scores),
-            CODE_SEPARATOR.join(p.applied),
-            CODE_SEPARATOR.join(labels.get(c, c) for c in p.applied),
-            "", "", "",
+            format_suggestions(p.scores), p.why,
+            CODE_SEPARATOR.join(p.codes),
+            CODE_SEPARATOR.join(labels.get(c, c) for c in p.codes),
+            "yes" if p.gold is not None else "", p.reviewer, p.note,
         ])
     return rows
+
+
+# Import --------------------------------------------------------------------
+
+REVIEWED_WORDS = {"yes", "y", "x", "true", "1"}
+_CODE_SPLIT = re.compile(r"[;,\s]+")
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    """One row of a reviewer's file, cleaned of what spreadsheets add."""
+
+    row: int
+    passage_id: str
+    codes: tuple[str, ...]
+    marked_reviewed: bool
+    reviewer: str
+    note: str
+    text: str | None
+
+
+@dataclass(frozen=True)
+class ReviewFile:
+    name: str
+    sha256: str
+    rows: tuple[ReviewRow, ...]
+
+
+def _sniff_delimiter(header_line: str) -> str:
+    counts = {d: header_line.count(d) for d in (",", ";", "\t")}
+    return max(counts, key=counts.get) if any(counts.values()) else ","
+
+
+def _nearest_ids(value: str, valid_ids) -> str:
+    close = difflib.get_close_matches(value.upper(), list(valid_ids), n=3, cutoff=0.5)
+    return ", ".join(close) if close else "none close"
+
+
+def parse_review_csv(data: bytes, name: str, valid_ids) -> ReviewFile:
+    """Parse a review CSV as a spreadsheet saved it, or raise ReviewFileError listing every problem.
+
+    Accepts UTF-8 with or without BOM and Windows-1252, comma, semicolon or tab
+    delimiters, CRLF, reordered or extra columns, code ids in any case separated
+    by ``;``, ``,`` or spaces, trailing spaces and the formula guard added on export.
+
+    Examples
+    --------
+    >>> f = parse_review_csv(b"passage_id;codes;reviewed\\r\\np1;la01, br03 ;x\\r\\n", "r.csv", ["LA01", "BR03"])
+    >>> f.rows[0].codes, f.rows[0].marked_reviewed
+    (('LA01', 'BR03'), True)
+    """
+    try:
+        text = decode_text(data, name)
+    except TranscriptError as exc:
+        raise ReviewFileError(name, [exc.reason]) from None
+    lines = text.split("\n", 1)
+    reader = csv.reader(io.StringIO(text), delimiter=_sniff_delimiter(lines[0]))
+    try:
+        header = [unguard_cell(h.strip()).strip().lower() for h in next(reader)]
+    except StopIteration:
+        raise ReviewFileError(name, ["the file is empty; send back the review.csv qcode exported"]) from None
+    if "passage_id" not in header:
+        raise ReviewFileError(name, [f"there is no 'passage_id' column (found: {', '.join(h for h in header if h) or 'none'}); "
+                                     "keep the passage_id column of the exported review.csv"])
+    if "codes" not in header:
+        raise ReviewFileError(name, ["there is no 'codes' column; keep the codes column of the exported review.csv"])
+    column = {h: i for i, h in reversed(list(enumerate(header)))}
+    valid = set(valid_ids)
+
+    def cell(values: list[str], key: str) -> str | None:
+        i = column.get(key)
+        if i is None:
+            return None
+        return unguard_cell(values[i].strip()).strip() if i < len(values) else ""
+
+    rows: list[ReviewRow] = []
+    problems: list[str] = []
+    first_row: dict[str, int] = {}
+    for values in reader:
+        row_number = reader.line_num
+        if not any(v.strip() for v in values):
+            continue
+        passage_id = cell(values, "passage_id")
+        if not passage_id:
+            problems.append(f"row {row_number}: passage_id is empty; restore it from the exported file or delete the row")
+            continue
+        if passage_id in first_row:
+            problems.append(f"row {row_number}: passage_id {passage_id} also appears in row {first_row[passage_id]}; "
+                            "keep one row per passage")
+            continue
+        first_row[passage_id] = row_number
+        codes = []
+        for token in _CODE_SPLIT.split(cell(values, "codes") or ""):
+            if not token:
+                continue
+            code = token.upper()
+            if code not in valid:
+                problems.append(f"row {row_number}: unknown code {token!r} (nearest valid ids: {_nearest_ids(token, valid)})")
+            elif code not in codes:
+                codes.append(code)
+        rows.append(ReviewRow(
+            row=row_number, passage_id=passage_id, codes=tuple(codes),
+            marked_reviewed=(cell(values, "reviewed") or "").lower() in REVIEWED_WORDS,
+            reviewer=cell(values, "reviewer") or "", note=cell(values, "note") or "",
+            text=cell(values, "text"),
+        ))
+    if problems:
+        raise ReviewFileError(name, problems)
+    return ReviewFile(name=name, sha256=sha256_bytes(data), rows=tuple(rows))

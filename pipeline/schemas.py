@@ -39,6 +39,8 @@ class Codebook:
     version: str
     codes: tuple[Code, ...]
     uncoded_examples: tuple[str, ...] = ()
+    retired_codes: tuple[tuple[str, str | None], ...] = ()
+    """(old id, new id or None): how reviewers' codes move when an id is retired or merged."""
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -142,7 +144,7 @@ class IngestReport:
 
 @dataclass(frozen=True)
 class CodedPassage:
-    """A respondent passage with its interview's metadata and a coder's output."""
+    """A respondent passage with its interview's metadata, the model's output and any reviewer decision."""
 
     passage_id: str
     council: str
@@ -153,3 +155,12 @@ class CodedPassage:
     question: str = ""
     scores: dict[str, float] = field(default_factory=dict)
     applied: tuple[str, ...] = ()
+    gold: tuple[str, ...] | None = None
+    reviewer: str = ""
+    note: str = ""
+    why: str = ""
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """The reviewer's codes where there are any (gold outranks the model), else the model's."""
+        return self.gold if self.gold is not None else self.applied

@@ -14,18 +14,19 @@ from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from pipeline.anonymise import Anonymiser
-from pipeline.classify import fit_zero_shot_coder
+from pipeline.classify import fit_zero_shot_coder, nearest_evidence
 from pipeline.codebook import load_codebook
 from pipeline.config import Settings
 from pipeline.embed import embed_with_cache, load_embedder
-from pipeline.errors import TranscriptError
+from pipeline.errors import QcodeError, ReviewFileError, TranscriptError
+from pipeline.gold import ImportResult, import_review, reconcile_gold
 from pipeline.ingest import read_known_names, read_round, split_turns
-from pipeline.report import ExportResult, write_reports, write_run_report
-from pipeline.schemas import CodedPassage, IngestReport, Quarantined, SegmentedTranscript
+from pipeline.report import ExportResult, write_reports, write_review_files, write_run_report
+from pipeline.review import parse_review_csv
+from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, slugify
 from pipeline.segment import segment_turns
 from pipeline.store import Store
 
@@ -91,13 +92,22 @@ def embed_passages(settings: Settings) -> dict:
             "model_id": embedder.model_id}
 
 
+def open_codebook(settings: Settings, store: Store) -> Codebook:
+    """Load the codebook, register its version and move gold off any ids it retired."""
+    codebook = load_codebook(settings.codebook_path)
+    reconcile_gold(store, codebook, settings.codebook_path)
+    store.register_codebook(codebook)
+    return codebook
+
+
 def code_passages(settings: Settings, run_id: str) -> dict:
     """Code every active passage not yet coded by the current coder and codebook version."""
-    codebook = load_codebook(settings.codebook_path)
     embedder = load_embedder(settings.model_name, settings.embed_batch_size)
     with Store(settings.db_path) as store:
-        store.register_codebook(codebook)
+        codebook = open_codebook(settings, store)
         coder, coder_id = fit_zero_shot_coder(codebook, embedder, store)
+        store.register_coder(coder_id, "zero-shot", embedder.model_id, codebook.version,
+                             dict(zip(coder.classes_, map(float, coder.thresholds_))))
         done = store.coded_passage_ids(coder_id, codebook.version)
         pending = [p for p in store.active_passages() if p["passage_id"] not in done]
         applied = 0
@@ -112,31 +122,106 @@ def code_passages(settings: Settings, run_id: str) -> dict:
     return {"coder_id": coder_id, "codebook_version": codebook.version, "coded": len(pending), "applied": applied}
 
 
-def load_coded_passages(store: Store, coder_id: str, codebook_version: str) -> list[CodedPassage]:
+def load_coded_passages(store: Store, *, council: str | None = None) -> list[CodedPassage]:
+    """Active passages with the active coder's scores and codes, and reviewers' gold where there is any."""
+    coder_id, codebook_version, _ = store.active_coder()
     scores: dict[str, dict[str, float]] = {}
     applied: dict[str, list[str]] = {}
     for passage_id, code_id, score, is_applied in store.codings_for(coder_id, codebook_version):
         scores.setdefault(passage_id, {})[code_id] = round(float(score), 4)
         if is_applied:
             applied.setdefault(passage_id, []).append(code_id)
-    return [
-        CodedPassage(passage_id=p["passage_id"], council=p["council"], interview_id=p["interview_id"],
-                     text=p["text"], respondent_role=p["respondent_role"] or "", round=p["round"] or "",
-                     question=p["question"] or "", scores=scores.get(p["passage_id"], {}),
-                     applied=tuple(applied.get(p["passage_id"], ())))
-        for p in store.active_passages()
-    ]
+    gold = store.gold()
+    passages = []
+    for p in store.active_passages():
+        if council is not None and p["council"].lower() != council.lower() and slugify(p["council"]) != slugify(council):
+            continue
+        decision = gold.get(p["passage_id"])
+        passages.append(CodedPassage(
+            passage_id=p["passage_id"], council=p["council"], interview_id=p["interview_id"], text=p["text"],
+            respondent_role=p["respondent_role"] or "", round=p["round"] or "", question=p["question"] or "",
+            scores=scores.get(p["passage_id"], {}), applied=tuple(applied.get(p["passage_id"], ())),
+            gold=decision["codes"] if decision else None, reviewer=decision["reviewer"] if decision else "",
+            note=decision["note"] if decision else ""))
+    return passages
 
 
-def write_round_reports(settings: Settings, run_id: str, coder_id: str) -> list[ExportResult]:
-    """Per-council summary and review CSVs and the cross-council matrix for everything coded."""
-    codebook = load_codebook(settings.codebook_path)
+def explain_suggestions(passages: list[CodedPassage], codebook: Codebook, embedder, store: Store,
+                        top: int = 3) -> list[CodedPassage]:
+    """Fill each passage's ``why``: for its strongest suggestions, the nearest codebook example or gold passage."""
+    examples = [(example, (code.id,), "") for code in codebook.codes for example in code.examples]
+    gold = [(p.text, p.gold, p.passage_id) for p in passages if p.gold]
+    evidence_texts = [e[0] for e in examples + gold]
+    evidence_vectors, _ = embed_with_cache(evidence_texts, embedder, store)
+    vectors, _ = embed_with_cache([p.text for p in passages], embedder, store)
+    strongest = [sorted(p.scores, key=p.scores.get, reverse=True)[:top] for p in passages]
+    why = nearest_evidence(vectors, strongest, evidence_vectors, [e[1] for e in examples + gold], evidence_texts,
+                           evidence_ids=[e[2] for e in examples + gold], passage_ids=[p.passage_id for p in passages])
+    return [replace(p, why=w) for p, w in zip(passages, why)]
+
+
+def order_for_review(passages: list[CodedPassage], thresholds: dict[str, float], order: str) -> list[CodedPassage]:
+    """Transcript order, or ``uncertainty``: unreviewed passages whose scores sit nearest a threshold first."""
+    if order == "transcript":
+        return passages
+    if order != "uncertainty":
+        raise QcodeError(f"unknown review order {order!r}; use 'transcript' or 'uncertainty'")
+
+    def distance(p: CodedPassage) -> tuple[int, float]:
+        gaps = [abs(score - thresholds[c]) for c, score in p.scores.items() if c in thresholds]
+        return (p.gold is not None, min(gaps) if gaps else float("inf"))
+
+    return sorted(passages, key=distance)
+
+
+def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
+    """Per-council summary and review CSVs and the cross-council matrix, gold outranking the model."""
+    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
     with Store(settings.db_path) as store:
-        passages = load_coded_passages(store, coder_id, codebook.version)
+        codebook = open_codebook(settings, store)
+        passages = explain_suggestions(load_coded_passages(store), codebook, embedder, store)
         results = write_reports(Path(settings.out_dir), passages, codebook, store.export_hash)
         for result in results:
             store.record_export(result.path, result.sha256, run_id)
+        store.record_exported_codes({p.passage_id: p.codes for p in passages})
     return results
+
+
+def export_reviews(settings: Settings, *, council: str | None = None, order: str = "transcript") -> list[ExportResult]:
+    """review.csv for one council or all, in transcript or uncertainty order."""
+    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
+    with Store(settings.db_path) as store:
+        codebook = open_codebook(settings, store)
+        _, _, thresholds = store.active_coder()
+        passages = load_coded_passages(store, council=council)
+        if council is not None and not passages:
+            known = sorted({p["council"] for p in store.active_passages()})
+            raise QcodeError(f"no passages for council {council!r}; councils in the database: {', '.join(known)}")
+        passages = order_for_review(explain_suggestions(passages, codebook, embedder, store), thresholds, order)
+        results = write_review_files(Path(settings.out_dir), passages, codebook, store.export_hash)
+        for result in results:
+            store.record_export(result.path, result.sha256, "review-export")
+        store.record_exported_codes({p.passage_id: p.codes for p in passages})
+    return results
+
+
+def import_review_files(settings: Settings, paths: list[Path], *, reviewer: str | None = None,
+                        after_each=None) -> list[tuple[Path, ImportResult | ReviewFileError]]:
+    """Apply each file in its own transaction; a bad file is rejected whole and the others still apply."""
+    outcomes = []
+    with Store(settings.db_path) as store:
+        codebook = open_codebook(settings, store)
+        coder_id, codebook_version, _ = store.active_coder()
+        for path in paths:
+            try:
+                review = parse_review_csv(Path(path).read_bytes(), str(path), codebook.ids)
+                outcomes.append((path, import_review(store, review, codebook, reviewer=reviewer,
+                                                     active_coder=(coder_id, codebook_version), after_each=after_each)))
+            except ReviewFileError as exc:
+                outcomes.append((path, exc))
+            except OSError as exc:
+                outcomes.append((path, ReviewFileError(str(path), [f"cannot be read ({exc.strerror})"])))
+    return outcomes
 
 
 def finish_run(settings: Settings, run_id: str, status: str, report: dict) -> Path:
@@ -149,10 +234,3 @@ def ingest_report_dict(report: IngestReport) -> dict:
     data = asdict(report)
     data["redaction_total"] = report.redaction_total
     return data
-
-
-def passage_vectors(settings: Settings, texts: list[str]) -> np.ndarray:
-    """Embeddings for arbitrary texts through the cache (evaluation, benchmarks)."""
-    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
-    with Store(settings.db_path) as store:
-        return embed_with_cache(texts, embedder, store)[0]

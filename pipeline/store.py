@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.errors import StoreError
 from pipeline.schemas import Codebook, SegmentedTranscript
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
@@ -68,6 +68,30 @@ CREATE TABLE IF NOT EXISTS codings (
 CREATE TABLE IF NOT EXISTS exports (
     path VARCHAR PRIMARY KEY, sha256 VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL, run_id VARCHAR
 );
+CREATE TABLE IF NOT EXISTS coders (
+    coder_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
+    codebook_version VARCHAR NOT NULL, thresholds JSON NOT NULL, created_at TIMESTAMPTZ NOT NULL,
+    activated_at TIMESTAMPTZ
+);
+CREATE SEQUENCE IF NOT EXISTS decision_ids;
+CREATE TABLE IF NOT EXISTS review_decisions (
+    decision_id BIGINT PRIMARY KEY DEFAULT nextval('decision_ids'),
+    passage_id VARCHAR NOT NULL, reviewer VARCHAR NOT NULL, decided_at TIMESTAMPTZ NOT NULL,
+    codes_before VARCHAR[] NOT NULL, codes_after VARCHAR[] NOT NULL, note VARCHAR,
+    kind VARCHAR NOT NULL, source_file VARCHAR NOT NULL, source_sha256 VARCHAR NOT NULL,
+    codebook_version VARCHAR
+);
+CREATE TABLE IF NOT EXISTS exported_codes (
+    passage_id VARCHAR PRIMARY KEY, codes VARCHAR[] NOT NULL, exported_at TIMESTAMPTZ NOT NULL
+);
+CREATE OR REPLACE VIEW gold AS
+    SELECT passage_id, reviewer, codes_after AS codes, note, decided_at, decision_id
+    FROM (SELECT *, row_number() OVER (PARTITION BY passage_id ORDER BY decision_id DESC) AS newest
+          FROM review_decisions) WHERE newest = 1;
+CREATE OR REPLACE VIEW reviewer_codes AS
+    SELECT passage_id, reviewer, codes_after AS codes, decision_id
+    FROM (SELECT *, row_number() OVER (PARTITION BY passage_id, reviewer ORDER BY decision_id DESC) AS newest
+          FROM review_decisions) WHERE newest = 1;
 """
 
 ACTIVE_PASSAGES = """
@@ -276,6 +300,99 @@ class Store:
             "JOIN passages p USING (passage_id) WHERE p.retired_at IS NULL AND c.coder_id = ? "
             "AND c.codebook_version = ? ORDER BY c.passage_id, c.score DESC",
             [coder_id, codebook_version]).fetchall()
+
+    def register_coder(self, coder_id: str, kind: str, model_id: str, codebook_version: str,
+                       thresholds: dict[str, float]) -> None:
+        """Record a coder and make it the active one (the one exports and agreement figures show)."""
+        now = _now()
+        self.con.execute("INSERT OR IGNORE INTO coders VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                         [coder_id, kind, model_id, codebook_version, json.dumps(thresholds), now])
+        self.con.execute("UPDATE coders SET activated_at = ? WHERE coder_id = ?", [now, coder_id])
+
+    def active_coder(self) -> tuple[str, str, dict[str, float]]:
+        """(coder_id, codebook_version, thresholds) of the coder that coded last."""
+        row = self.con.execute("SELECT coder_id, codebook_version, thresholds FROM coders "
+                               "WHERE activated_at IS NOT NULL ORDER BY activated_at DESC LIMIT 1").fetchone()
+        if row is None:
+            raise StoreError(f"nothing has been coded in {self.path} yet; run 'qcode run ROUND_DIR' first")
+        return row[0], row[1], json.loads(row[2])
+
+    # review decisions -----------------------------------------------------
+    def passage_states(self, passage_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
+        """{passage_id: (retired, text)} for the ids that exist."""
+        rows = self.con.execute(
+            "SELECT passage_id, retired_at IS NOT NULL, text FROM passages "
+            "WHERE passage_id IN (SELECT unnest(?::VARCHAR[]))", [list(passage_ids)]).fetchall()
+        return {pid: (retired, text) for pid, retired, text in rows}
+
+    def exported_codes(self, passage_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        rows = self.con.execute("SELECT passage_id, codes FROM exported_codes "
+                                "WHERE passage_id IN (SELECT unnest(?::VARCHAR[]))", [list(passage_ids)]).fetchall()
+        return {pid: tuple(codes) for pid, codes in rows}
+
+    def record_exported_codes(self, codes_by_passage: dict[str, Sequence[str]]) -> None:
+        if not codes_by_passage:
+            return
+        self.con.execute(
+            "INSERT OR REPLACE INTO exported_codes SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[][]), ?",
+            [list(codes_by_passage), [list(c) for c in codes_by_passage.values()], _now()])
+
+    def gold(self, passage_ids: Sequence[str] | None = None) -> dict[str, dict]:
+        """The newest reviewer decision per passage: {passage_id: {reviewer, codes, note, decided_at}}."""
+        sql = "SELECT passage_id, reviewer, codes, note, decided_at FROM gold"
+        params: list = []
+        if passage_ids is not None:
+            sql += " WHERE passage_id IN (SELECT unnest(?::VARCHAR[]))"
+            params = [list(passage_ids)]
+        return {pid: {"reviewer": reviewer, "codes": tuple(codes), "note": note or "", "decided_at": at}
+                for pid, reviewer, codes, note, at in self.con.execute(sql, params).fetchall()}
+
+    def reviewer_codes(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """{passage_id: {reviewer: codes}}: each reviewer's newest decision (for reviewer-vs-reviewer agreement)."""
+        result: dict[str, dict[str, tuple[str, ...]]] = {}
+        for pid, reviewer, codes in self.con.execute(
+                "SELECT passage_id, reviewer, codes FROM reviewer_codes ORDER BY passage_id, reviewer").fetchall():
+            result.setdefault(pid, {})[reviewer] = tuple(codes)
+        return result
+
+    def add_decisions(self, decisions: Sequence[dict]) -> None:
+        """Insert reviewer decisions (keys: passage_id, reviewer, codes_before, codes_after, note, kind,
+        source_file, source_sha256, codebook_version). The caller wraps a file's decisions in one transaction."""
+        now = _now()
+        for d in decisions:
+            self.con.execute(
+                "INSERT INTO review_decisions (passage_id, reviewer, decided_at, codes_before, codes_after, note, "
+                "kind, source_file, source_sha256, codebook_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [d["passage_id"], d["reviewer"], now, list(d["codes_before"]), list(d["codes_after"]), d.get("note"),
+                 d["kind"], d["source_file"], d["source_sha256"], d.get("codebook_version")])
+
+    def decision_history(self, passage_id: str) -> list[dict]:
+        cursor = self.con.execute("SELECT * FROM review_decisions WHERE passage_id = ? ORDER BY decision_id",
+                                  [passage_id])
+        columns = [c[0] for c in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    def gold_code_usage(self) -> dict[str, int]:
+        """How many passages' reviewer decisions (each reviewer's newest) use each code id."""
+        return dict(self.con.execute(
+            "SELECT code, count(DISTINCT passage_id) FROM (SELECT passage_id, unnest(codes) AS code FROM reviewer_codes) "
+            "GROUP BY code").fetchall())
+
+    def reviewer_decisions_using(self, code_ids: Sequence[str]) -> list[dict]:
+        """Each reviewer's newest decision that uses any of ``code_ids``, oldest first."""
+        cursor = self.con.execute(
+            "SELECT r.passage_id, r.reviewer, r.codes, d.note, r.decision_id FROM reviewer_codes r "
+            "JOIN review_decisions d USING (decision_id) "
+            "WHERE list_has_any(r.codes, ?::VARCHAR[]) ORDER BY r.decision_id", [list(code_ids)])
+        columns = [c[0] for c in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    def applied_codes(self, coder_id: str, codebook_version: str, passage_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        rows = self.con.execute(
+            "SELECT passage_id, list(code_id ORDER BY score DESC) FROM codings WHERE applied AND coder_id = ? "
+            "AND codebook_version = ? AND passage_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY passage_id",
+            [coder_id, codebook_version, list(passage_ids)]).fetchall()
+        return {pid: tuple(codes) for pid, codes in rows}
 
     # exports --------------------------------------------------------------
     def export_hash(self, path: Path) -> str | None:

@@ -28,10 +28,10 @@ def council_summary(passages: list[CodedPassage], codebook: Codebook) -> list[di
     >>> rows[0]["passages"], rows[0]["share_of_coded_passages"], rows[0]["example_1"]
     (1, 1.0, 'We agreed a vision.')
     """
-    coded = [p for p in passages if p.applied]
+    coded = [p for p in passages if p.codes]
     by_code: dict[str, list[CodedPassage]] = defaultdict(list)
     for p in coded:
-        for code_id in p.applied:
+        for code_id in p.codes:
             by_code[code_id].append(p)
     areas = _area_order(codebook)
     rows = []
@@ -53,7 +53,7 @@ def councils_by_code(passages: list[CodedPassage], codebook: Codebook) -> tuple[
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for p in passages:
         counts[p.council]  # every council gets a row, even with nothing coded
-        for code_id in p.applied:
+        for code_id in p.codes:
             counts[p.council][code_id] += 1
     header = ["council", *codebook.ids]
     rows = [[council, *(counts[council].get(c, 0) for c in codebook.ids)] for council in sorted(counts)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 import json
 import os
 
@@ -51,13 +52,17 @@ def test_review_rows_follow_review_columns():
     assert as_dicts[0] == {
         "passage_id": "p1", "council": "Hollins Vale", "interview_id": "HOL-01", "respondent_role": "director",
         "round": "r1", "question": "How did it start?", "text": "We pooled budgets with the trust.",
-        "suggested": "LA02=0.71; BR01=0.33", "codes": "LA02", "code_labels": "Innovative partnerships",
+        "suggested": "LA02=0.71; BR01=0.33", "why": "", "codes": "LA02", "code_labels": "Innovative partnerships",
         "reviewed": "", "reviewer": "", "note": "",
     }
     assert as_dicts[1]["question"] == ""  # None becomes empty
     assert (as_dicts[1]["codes"], as_dicts[1]["code_labels"]) == ("", "")
     assert as_dicts[2]["codes"] == "BR01; LA01"
     assert as_dicts[2]["code_labels"] == "Austerity; Bold, ambitious, united leadership"
+    reviewed = replace(PASSAGES[0], gold=("BR01",), reviewer="Ana", note="not a partnership", why='LA02: "x"')
+    row = dict(zip(REVIEW_COLUMNS, review_rows([reviewed], BOOK)[0]))
+    assert (row["codes"], row["reviewed"], row["reviewer"], row["note"], row["why"]) == \
+        ("BR01", "yes", "Ana", "not a partnership", 'LA02: "x"')
     unknown = CodedPassage("p9", "X", "X-1", "t", applied=("LA99",))
     assert review_rows([unknown], BOOK)[0][REVIEW_COLUMNS.index("code_labels")] == "LA99"
 
@@ -72,8 +77,8 @@ def test_write_reports_writes_each_council_folder_and_the_matrix(tmp_path):
     out = tmp_path / "reports"
     results = write_reports(out, PASSAGES, BOOK, never_written)
     assert [(r.path.relative_to(out).as_posix(), r.status) for r in results] == [
-        ("hollins-vale/summary.csv", WRITTEN), ("hollins-vale/review.csv", WRITTEN),
-        ("westmarch/summary.csv", WRITTEN), ("westmarch/review.csv", WRITTEN),
+        ("hollins-vale/summary.csv", WRITTEN), ("westmarch/summary.csv", WRITTEN),
+        ("hollins-vale/review.csv", WRITTEN), ("westmarch/review.csv", WRITTEN),
         ("councils_by_code.csv", WRITTEN),
     ]
     for r in results:

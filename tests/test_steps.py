@@ -19,7 +19,7 @@ def run_all(round_dir, settings):
     ingest = steps.ingest_round(round_dir, settings, run_id)
     embed = steps.embed_passages(settings)
     code = steps.code_passages(settings, run_id)
-    exports = steps.write_round_reports(settings, run_id, code["coder_id"])
+    exports = steps.write_round_reports(settings, run_id)
     return ingest, embed, code, exports
 
 
