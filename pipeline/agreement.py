@@ -66,3 +66,81 @@ def top_k_recall(truth: np.ndarray, scores: np.ndarray, k: int = 3) -> float:
     in_top = np.zeros_like(truth)
     np.put_along_axis(in_top, top, True, axis=1)
     return float((truth & in_top).sum() / truth.sum())
+
+
+def cohen_kappa(a, b) -> float:
+    """Cohen's kappa between two coders' labels for the same units (nan when chance agreement is total).
+
+    Examples
+    --------
+    >>> round(cohen_kappa([1, 1, 0, 0], [1, 0, 0, 0]), 3)
+    0.5
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError("kappa needs two label sequences of the same, non-zero length")
+    observed = float((a == b).mean())
+    categories = np.union1d(a, b)
+    expected = float(sum((a == c).mean() * (b == c).mean() for c in categories))
+    if expected == 1.0:
+        return float("nan")
+    return (observed - expected) / (1.0 - expected)
+
+
+def krippendorff_alpha_nominal(data) -> float:
+    """Krippendorff's alpha for nominal data: ``data`` is units x coders, np.nan where a coder gave no value.
+
+    Units with fewer than two values are not pairable and are left out; nan
+    when the pairable values show no variation at all.
+
+    Examples
+    --------
+    >>> round(krippendorff_alpha_nominal([[1, 1], [1, 0], [0, 0], [0, 0]]), 3)
+    0.533
+    """
+    data = np.asarray(data, dtype=float)
+    categories = np.unique(data[~np.isnan(data)])
+    index = {c: i for i, c in enumerate(categories)}
+    coincidences = np.zeros((len(categories), len(categories)))
+    for unit in data:
+        values = unit[~np.isnan(unit)]
+        m = len(values)
+        if m < 2:
+            continue
+        counts = np.zeros(len(categories))
+        for v in values:
+            counts[index[v]] += 1
+        pairs = np.outer(counts, counts) - np.diag(counts)  # ordered pairs of values from different coders
+        coincidences += pairs / (m - 1)
+    totals = coincidences.sum(axis=1)
+    n = totals.sum()
+    disagreement_observed = coincidences.sum() - np.trace(coincidences)
+    disagreement_expected = (np.outer(totals, totals).sum() - (totals ** 2).sum()) / (n - 1) if n > 1 else 0.0
+    if disagreement_expected == 0:
+        return float("nan")
+    return float(1.0 - disagreement_observed / disagreement_expected)
+
+
+def interpret_alpha(alpha: float) -> str:
+    """Krippendorff's conventional reading: >= 0.8 reliable, >= 0.667 tentative."""
+    if alpha != alpha:  # nan
+        return "n/a (no variation)"
+    if alpha >= 0.8:
+        return "reliable"
+    if alpha >= 0.667:
+        return "tentative"
+    return "unreliable"
+
+
+def compare_coders(reference: np.ndarray, other: np.ndarray, code_ids) -> dict:
+    """Per-code precision, recall, F1 (``other`` judged against ``reference``), Cohen's kappa and
+    Krippendorff's alpha; micro and macro F1 overall."""
+    reference, other = np.asarray(reference, bool), np.asarray(other, bool)
+    f1 = multilabel_f1(reference, other, code_ids)
+    rows = []
+    for j, code in enumerate(code_ids):
+        alpha = krippendorff_alpha_nominal(np.stack([reference[:, j], other[:, j]], axis=1).astype(float))
+        rows.append({"code_id": code, **f1.per_code[code], "support_other": int(other[:, j].sum()),
+                     "kappa": cohen_kappa(reference[:, j], other[:, j]) if len(reference) else float("nan"),
+                     "alpha": alpha, "alpha_reading": interpret_alpha(alpha)})
+    return {"passages": int(len(reference)), "per_code": rows, "micro_f1": f1.micro_f1, "macro_f1": f1.macro_f1}

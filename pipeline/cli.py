@@ -107,3 +107,152 @@ def codebook(**options) -> None:
     examples = sum(len(c.examples) for c in book.codes)
     click.echo(f"codebook {book.name} version {book.version}: {len(book.codes)} codes ({counts}), "
                f"{examples} examples, {len(book.uncoded_examples)} uncoded examples")
+
+
+@main.group()
+def review() -> None:
+    """Export review CSVs for reviewers and import their corrections as gold.
+
+    \b
+    Example:
+        qcode review export --council Westmarch --order uncertainty
+    """
+
+
+@review.command("export")
+@click.option("--council", help="Only this council (name or folder name) [default: all]")
+@click.option("--order", type=click.Choice(["transcript", "uncertainty"]), default="transcript", show_default=True,
+              help="uncertainty: passages whose scores sit nearest a threshold come first")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Reports folder [default: reports/]")
+def review_export(council: str | None, order: str, **options) -> None:
+    """Write review.csv per council, with reviewed passages showing the reviewer's codes.
+
+    A review.csv edited since qcode wrote it is left untouched; the fresh
+    export goes to review-new.csv beside it.
+
+    \b
+    Example:
+        qcode review export --council Westmarch --order uncertainty
+    """
+    from pipeline.steps import export_reviews
+
+    results = export_reviews(_settings(**options), council=council, order=order)
+    for result in results:
+        if result.status == "kept-edited":
+            click.echo(f"kept an edited review file; fresh export written to {result.path}", err=True)
+    written = sum(r.status != "unchanged" for r in results)
+    click.echo(f"{len(results)} review files ({written} written, {len(results) - written} unchanged), "
+               f"{order} order, in {_settings(**options).out_dir}/")
+
+
+@review.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--reviewer", help="Who made these corrections (used where a row's reviewer cell is empty or changed)")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
+def review_import(files: tuple[Path, ...], reviewer: str | None, **options) -> None:
+    """Import reviewers' corrected review CSVs as gold codings.
+
+    Each file is applied whole in one transaction or rejected whole with every
+    problem listed; importing the same file again changes nothing.
+
+    \b
+    Example:
+        qcode review import reports/westmarch/review.csv --reviewer "A. Reviewer"
+    """
+    from pipeline.errors import ReviewFileError
+    from pipeline.steps import import_review_files
+
+    outcomes = import_review_files(_settings(**options), list(files), reviewer=reviewer)
+    applied = rejected = 0
+    for path, outcome in outcomes:
+        if isinstance(outcome, ReviewFileError):
+            rejected += 1
+            click.echo(f"Error: {outcome}", err=True)
+            continue
+        applied += outcome.applied
+        for warning in outcome.warnings:
+            click.echo(f"warning: {path}: {warning}", err=True)
+        stale = ""
+        if outcome.stale_rows:
+            stale = (f", {len(outcome.stale_rows)} stale rows skipped (their passages changed since export: rows "
+                     f"{', '.join(map(str, outcome.stale_rows))})")
+        click.echo(f"{path}: {outcome.applied} decisions applied, {outcome.unchanged} unchanged, "
+                   f"{outcome.unreviewed} rows not reviewed{stale}")
+    click.echo(f"{len(outcomes)} files, {rejected} rejected, {applied} decisions applied")
+    if rejected:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--council", help="Only this council [default: all]")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Folder for the CSVs [default: reports/agreement/]")
+def agreement(council: str | None, db_path: Path | None, out_dir: Path | None) -> None:
+    """Agreement between the model and reviewers, and between reviewers who double coded.
+
+    Per code: precision, recall, F1, Cohen's kappa and Krippendorff's alpha
+    (>= 0.8 reliable, >= 0.667 tentative); micro and macro F1 overall; a
+    disagreement list for consensus meetings.
+
+    \b
+    Example:
+        qcode agreement --council Westmarch --out reports/agreement/
+    """
+    from pipeline.codebook import load_codebook
+    from pipeline.report import write_agreement_tables
+    from pipeline.steps import agreement_report
+
+    settings = _settings(db_path=db_path)
+    report = agreement_report(settings, council=council)
+    if not report["reviewed_passages"]:
+        raise QcodeError("no reviewed passages yet; import reviewers' CSVs with 'qcode review import' first")
+    folder = out_dir or settings.out_dir / "agreement"
+    if report["model_vs_reviewers"]:
+        _echo_agreement(f"Model vs reviewers ({report['reviewed_passages']} reviewed passages)", report["model_vs_reviewers"])
+    for pair in report["reviewer_pairs"]:
+        _echo_agreement(f"{pair['reviewer_a']} vs {pair['reviewer_b']} ({pair['passages']} passages coded by both, "
+                        f"{len(pair['disagreements'])} disagreements)", pair)
+    written = write_agreement_tables(folder, report, load_codebook(settings.codebook_path))
+    pairs = len(report["reviewer_pairs"])
+    micro = report["model_vs_reviewers"]["micro_f1"]
+    click.echo(f"{report['reviewed_passages']} reviewed passages, model micro F1 {micro:.3f}, "
+               f"{pairs} reviewer pairs; {len(written)} CSV files in {folder}/")
+
+
+def _echo_agreement(title: str, stats: dict) -> None:
+    click.echo(f"{title}: micro F1 {stats['micro_f1']:.3f}, macro F1 {stats['macro_f1']:.3f}")
+    click.echo(f"  {'code':<6}{'ref':>5}{'other':>7}{'P':>7}{'R':>7}{'F1':>7}{'kappa':>8}{'alpha':>8}  reading")
+    for r in stats["per_code"]:
+        if not (r["support"] or r["support_other"]):
+            continue
+        cells = [f"{r[k]:.2f}" if r[k] == r[k] else "n/a" for k in ("precision", "recall", "f1", "kappa", "alpha")]
+        click.echo(f"  {r['code_id']:<6}{r['support']:>5}{r['support_other']:>7}{cells[0]:>7}{cells[1]:>7}"
+                   f"{cells[2]:>7}{cells[3]:>8}{cells[4]:>8}  {r['alpha_reading']}")
+
+
+@main.group()
+def export() -> None:
+    """Analysis exports of the coded passages.
+
+    \b
+    Example:
+        qcode export matrix --out reports/
+    """
+
+
+@export.command("matrix")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Folder [default: reports/]")
+def export_matrix_command(**options) -> None:
+    """A 0/1 passages-by-codes table and a quote-level table (gold where it exists).
+
+    \b
+    Example:
+        qcode export matrix --out reports/
+    """
+    from pipeline.steps import export_matrix
+
+    settings = _settings(**options)
+    results = export_matrix(settings)
+    click.echo(f"wrote {', '.join(str(r.path) for r in results)}")

@@ -93,8 +93,8 @@ def import_review(store: Store, review: ReviewFile, codebook: Codebook, *, revie
             if after_each:
                 after_each(i)
     result.applied = len(decisions)
-    for warning in result.warnings:
-        log.warning("%s: %s", review.name, warning)
+    log.info("%s: %d decisions applied, %d unchanged, %d stale rows", review.name, result.applied,
+             result.unchanged, len(result.stale_rows))
     return result
 
 

@@ -82,6 +82,67 @@ def write_reports(out_dir: Path, passages: list[CodedPassage], codebook: Codeboo
     return results
 
 
+MATRIX_META = ("passage_id", "council", "interview_id", "respondent_role", "round", "source")
+QUOTE_COLUMNS = ("passage_id", "council", "interview_id", "respondent_role", "round", "code_id", "code_label",
+                 "family", "framework_area", "source", "text")
+
+
+def write_analysis_tables(out_dir: Path, passages: list[CodedPassage], codebook: Codebook,
+                          last_written: Callable[[Path], str | None]) -> list[ExportResult]:
+    """A 0/1 passages-by-codes table and a quote-level table, for analysis in R, SPSS, NVivo or Excel."""
+    def source(p: CodedPassage) -> str:
+        return f"reviewer {p.reviewer}" if p.gold is not None else "model"
+
+    matrix_rows = ([p.passage_id, p.council, p.interview_id, p.respondent_role, p.round, source(p),
+                    *(int(c in p.codes) for c in codebook.ids)] for p in passages)
+    quote_rows = ([p.passage_id, p.council, p.interview_id, p.respondent_role, p.round, code.id, code.label,
+                   code.family, code.framework_area, source(p), p.text]
+                  for p in passages for code in codebook.codes if code.id in p.codes)
+    return [
+        write_export(out_dir / "passages_by_code.csv", excel_csv_bytes((*MATRIX_META, *codebook.ids), matrix_rows),
+                     last_written(out_dir / "passages_by_code.csv")),
+        write_export(out_dir / "quotes.csv", excel_csv_bytes(QUOTE_COLUMNS, quote_rows),
+                     last_written(out_dir / "quotes.csv")),
+    ]
+
+
+def write_agreement_tables(out_dir: Path, report: dict, codebook: Codebook) -> list[Path]:
+    """model_vs_reviewers.csv, reviewer_pairs.csv and disagreements.csv under ``out_dir``."""
+    columns = ("code_id", "label", "support", "support_other", "precision", "recall", "f1", "kappa", "alpha",
+               "alpha_reading")
+    labels = {c.id: c.label for c in codebook.codes}
+
+    def rows(stats: dict, prefix: list) -> list[list]:
+        table = [[*prefix, *(_fmt(r.get(c, labels.get(r["code_id"], ""))) for c in columns)] for r in stats["per_code"]]
+        table.append([*prefix, "micro F1", "", "", "", "", "", _fmt(stats["micro_f1"]), "", "", ""])
+        table.append([*prefix, "macro F1", "", "", "", "", "", _fmt(stats["macro_f1"]), "", "", ""])
+        return table
+
+    written = []
+    if report["model_vs_reviewers"]:
+        path = out_dir / "model_vs_reviewers.csv"
+        write_atomically(path, excel_csv_bytes(columns, rows(report["model_vs_reviewers"], [])))
+        written.append(path)
+    if report["reviewer_pairs"]:
+        path = out_dir / "reviewer_pairs.csv"
+        table = [row for pair in report["reviewer_pairs"] for row in rows(pair, [pair["reviewer_a"], pair["reviewer_b"]])]
+        write_atomically(path, excel_csv_bytes(("reviewer_a", "reviewer_b", *columns), table))
+        written.append(path)
+        path = out_dir / "disagreements.csv"
+        keys = ("passage_id", "council", "interview_id", "text", "codes_a", "codes_b")
+        table = [[pair["reviewer_a"], pair["reviewer_b"], *(d[k] for k in keys)]
+                 for pair in report["reviewer_pairs"] for d in pair["disagreements"]]
+        write_atomically(path, excel_csv_bytes(("reviewer_a", "reviewer_b", *keys), table))
+        written.append(path)
+    return written
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "n/a" if value != value else f"{value:.3f}"
+    return str(value)
+
+
 def write_run_report(out_dir: Path, report: dict) -> Path:
     """The run's account of every file (counts and reasons, never personal data) as JSON."""
     path = out_dir / "run-report.json"

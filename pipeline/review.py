@@ -18,15 +18,18 @@ REVIEW_COLUMNS = ("passage_id", "council", "interview_id", "respondent_role", "r
 CODE_SEPARATOR = "; "
 
 
-def format_suggestions(scores: dict[str, float]) -> str:
-    """``LA01=0.82; BR03=0.55``: strongest first.
+SUGGESTIONS_SHOWN = 5
+
+
+def format_suggestions(scores: dict[str, float], limit: int = SUGGESTIONS_SHOWN) -> str:
+    """``LA01=0.82; BR03=0.55``: the ``limit`` strongest scores, strongest first.
 
     Examples
     --------
     >>> format_suggestions({"BR03": 0.551, "LA01": 0.82})
     'LA01=0.82; BR03=0.55'
     """
-    ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:limit]
     return CODE_SEPARATOR.join(f"{code}={score:.2f}" for code, score in ordered)
 
 

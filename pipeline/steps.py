@@ -16,15 +16,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.agreement import compare_coders
 from pipeline.anonymise import Anonymiser
 from pipeline.classify import fit_zero_shot_coder, nearest_evidence
 from pipeline.codebook import load_codebook
 from pipeline.config import Settings
 from pipeline.embed import embed_with_cache, load_embedder
+from pipeline.evaluate import indicator_matrix
 from pipeline.errors import QcodeError, ReviewFileError, TranscriptError
 from pipeline.gold import ImportResult, import_review, reconcile_gold
 from pipeline.ingest import read_known_names, read_round, split_turns
-from pipeline.report import ExportResult, write_reports, write_review_files, write_run_report
+from pipeline.report import ExportResult, write_analysis_tables, write_reports, write_review_files, write_run_report
 from pipeline.review import parse_review_csv
 from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, slugify
 from pipeline.segment import segment_turns
@@ -234,3 +236,44 @@ def ingest_report_dict(report: IngestReport) -> dict:
     data = asdict(report)
     data["redaction_total"] = report.redaction_total
     return data
+
+
+def agreement_report(settings: Settings, *, council: str | None = None) -> dict:
+    """Model vs reviewers on reviewed passages, and reviewer vs reviewer where passages were double coded."""
+    with Store(settings.db_path) as store:
+        codebook = open_codebook(settings, store)
+        passages = {p.passage_id: p for p in load_coded_passages(store, council=council)}
+        by_reviewer = {pid: codes for pid, codes in store.reviewer_codes().items() if pid in passages}
+    code_ids = list(codebook.ids)
+    reviewed = [p for p in passages.values() if p.gold is not None]
+    report = {"council": council or "all", "reviewed_passages": len(reviewed), "model_vs_reviewers": None,
+              "reviewer_pairs": []}
+    if reviewed:
+        report["model_vs_reviewers"] = compare_coders(indicator_matrix([p.gold for p in reviewed], code_ids),
+                                                      indicator_matrix([p.applied for p in reviewed], code_ids), code_ids)
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for pid, decisions in by_reviewer.items():
+        names = sorted(decisions)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                pairs.setdefault((a, b), []).append(pid)
+    for (a, b), pids in sorted(pairs.items()):
+        stats = compare_coders(indicator_matrix([by_reviewer[p][a] for p in pids], code_ids),
+                               indicator_matrix([by_reviewer[p][b] for p in pids], code_ids), code_ids)
+        stats.update(reviewer_a=a, reviewer_b=b, disagreements=[
+            {"passage_id": p, "council": passages[p].council, "interview_id": passages[p].interview_id,
+             "text": passages[p].text, "codes_a": "; ".join(by_reviewer[p][a]), "codes_b": "; ".join(by_reviewer[p][b])}
+            for p in pids if set(by_reviewer[p][a]) != set(by_reviewer[p][b])])
+        report["reviewer_pairs"].append(stats)
+    return report
+
+
+def export_matrix(settings: Settings) -> list[ExportResult]:
+    """passages_by_code.csv (0/1 per code) and quotes.csv (one row per passage and code), gold where it exists."""
+    with Store(settings.db_path) as store:
+        codebook = open_codebook(settings, store)
+        passages = load_coded_passages(store)
+        results = write_analysis_tables(Path(settings.out_dir), passages, codebook, store.export_hash)
+        for result in results:
+            store.record_export(result.path, result.sha256, "export-matrix")
+    return results
