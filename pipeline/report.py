@@ -31,14 +31,18 @@ class ExportResult:
     status: str
 
 
-def write_export(path: Path, data: bytes, last_written: str | None, *, protect_edits: bool = False) -> ExportResult:
+WrittenByQcode = Callable[[str], bool]
+"""Answers whether qcode ever wrote a file with the given sha256 (anything else was edited by someone)."""
+
+
+def write_export(path: Path, data: bytes, written_by_qcode: WrittenByQcode, *, protect_edits: bool = False) -> ExportResult:
     """Write ``data`` unless the file already holds it; with ``protect_edits``, never replace a file someone edited."""
     new_hash = sha256_bytes(data)
     if path.exists():
         current = sha256_file(path)
         if current == new_hash:
             return ExportResult(path, new_hash, UNCHANGED)
-        if protect_edits and current != last_written:
+        if protect_edits and not written_by_qcode(current):
             beside = path.with_name(f"{path.stem}-new{path.suffix}")
             write_atomically(beside, data)
             log.warning("%s was edited after qcode wrote it and is left as it is; the fresh export is %s",
@@ -56,29 +60,29 @@ def _by_council(passages: list[CodedPassage]) -> dict[str, list[CodedPassage]]:
 
 
 def write_review_files(out_dir: Path, passages: list[CodedPassage], codebook: Codebook,
-                       last_written: Callable[[Path], str | None]) -> list[ExportResult]:
+                       written_by_qcode: WrittenByQcode) -> list[ExportResult]:
     """review.csv per council, rows in the order given; an edited review.csv is never replaced."""
     results = []
     for council, council_passages in _by_council(passages).items():
         path = out_dir / slugify(council) / "review.csv"
         results.append(write_export(path, excel_csv_bytes(REVIEW_COLUMNS, review_rows(council_passages, codebook)),
-                                    last_written(path), protect_edits=True))
+                                    written_by_qcode, protect_edits=True))
     return results
 
 
 def write_reports(out_dir: Path, passages: list[CodedPassage], codebook: Codebook,
-                  last_written: Callable[[Path], str | None]) -> list[ExportResult]:
+                  written_by_qcode: WrittenByQcode) -> list[ExportResult]:
     """summary.csv and review.csv per council, and councils_by_code.csv across councils."""
     results = []
     for council, council_passages in _by_council(passages).items():
         path = out_dir / slugify(council) / "summary.csv"
         summary = council_summary(council_passages, codebook)
         results.append(write_export(path, excel_csv_bytes(SUMMARY_COLUMNS, ([r[c] for c in SUMMARY_COLUMNS] for r in summary)),
-                                    last_written(path)))
-    results += write_review_files(out_dir, passages, codebook, last_written)
+                                    written_by_qcode))
+    results += write_review_files(out_dir, passages, codebook, written_by_qcode)
     header, rows = councils_by_code(passages, codebook)
     matrix_path = out_dir / "councils_by_code.csv"
-    results.append(write_export(matrix_path, excel_csv_bytes(header, rows), last_written(matrix_path)))
+    results.append(write_export(matrix_path, excel_csv_bytes(header, rows), written_by_qcode))
     return results
 
 
@@ -88,7 +92,7 @@ QUOTE_COLUMNS = ("passage_id", "council", "interview_id", "respondent_role", "ro
 
 
 def write_analysis_tables(out_dir: Path, passages: list[CodedPassage], codebook: Codebook,
-                          last_written: Callable[[Path], str | None]) -> list[ExportResult]:
+                          written_by_qcode: WrittenByQcode) -> list[ExportResult]:
     """A 0/1 passages-by-codes table and a quote-level table, for analysis in R, SPSS, NVivo or Excel."""
     def source(p: CodedPassage) -> str:
         return f"reviewer {p.reviewer}" if p.gold is not None else "model"
@@ -100,9 +104,9 @@ def write_analysis_tables(out_dir: Path, passages: list[CodedPassage], codebook:
                   for p in passages for code in codebook.codes if code.id in p.codes)
     return [
         write_export(out_dir / "passages_by_code.csv", excel_csv_bytes((*MATRIX_META, *codebook.ids), matrix_rows),
-                     last_written(out_dir / "passages_by_code.csv")),
+                     written_by_qcode),
         write_export(out_dir / "quotes.csv", excel_csv_bytes(QUOTE_COLUMNS, quote_rows),
-                     last_written(out_dir / "quotes.csv")),
+                     written_by_qcode),
     ]
 
 

@@ -79,9 +79,22 @@ def _sniff_delimiter(header_line: str) -> str:
     return max(counts, key=counts.get) if any(counts.values()) else ","
 
 
+_ID_PARTS = re.compile(r"([A-Z]+)\s*0*(\d+)")
+
+
+def _id_key(value: str) -> tuple[str, int] | None:
+    """``LA1``, ``LA001`` and ``LA 01`` all name ``LA01``: letters and the number, leading zeros ignored."""
+    match = _ID_PARTS.fullmatch(value)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
 def _nearest_ids(value: str, valid_ids) -> str:
-    close = difflib.get_close_matches(value.upper(), list(valid_ids), n=3, cutoff=0.5)
-    return ", ".join(close) if close else "none close"
+    wanted = value.upper()
+    key = _id_key(wanted)
+    same_number = sorted(v for v in valid_ids if key is not None and _id_key(v) == key)
+    close = same_number + [c for c in difflib.get_close_matches(wanted, list(valid_ids), n=3, cutoff=0.5)
+                           if c not in same_number]
+    return ", ".join(close[:3]) if close else "none close"
 
 
 def parse_review_csv(data: bytes, name: str, valid_ids) -> ReviewFile:
@@ -97,6 +110,9 @@ def parse_review_csv(data: bytes, name: str, valid_ids) -> ReviewFile:
     >>> f.rows[0].codes, f.rows[0].marked_reviewed
     (('LA01', 'BR03'), True)
     """
+    if b"\x00" in data:
+        raise ReviewFileError(name, ["is not a text file (binary data, or UTF-16 text); in the spreadsheet use "
+                                     "Save As and choose CSV UTF-8 (or CSV), then import that file"])
     try:
         text = decode_text(data, name)
     except TranscriptError as exc:
@@ -124,8 +140,7 @@ def parse_review_csv(data: bytes, name: str, valid_ids) -> ReviewFile:
     rows: list[ReviewRow] = []
     problems: list[str] = []
     first_row: dict[str, int] = {}
-    for values in reader:
-        row_number = reader.line_num
+    for row_number, values in enumerate(reader, start=2):  # spreadsheet rows: a multi-line cell is one row
         if not any(v.strip() for v in values):
             continue
         passage_id = cell(values, "passage_id")

@@ -182,7 +182,7 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
         passages = explain_suggestions(load_coded_passages(store), codebook, embedder, store)
-        results = write_reports(Path(settings.out_dir), passages, codebook, store.export_hash)
+        results = write_reports(Path(settings.out_dir), passages, codebook, store.wrote_content)
         for result in results:
             store.record_export(result.path, result.sha256, run_id)
         store.record_exported_codes({p.passage_id: p.codes for p in passages})
@@ -200,7 +200,7 @@ def export_reviews(settings: Settings, *, council: str | None = None, order: str
             known = sorted({p["council"] for p in store.active_passages()})
             raise QcodeError(f"no passages for council {council!r}; councils in the database: {', '.join(known)}")
         passages = order_for_review(explain_suggestions(passages, codebook, embedder, store), thresholds, order)
-        results = write_review_files(Path(settings.out_dir), passages, codebook, store.export_hash)
+        results = write_review_files(Path(settings.out_dir), passages, codebook, store.wrote_content)
         for result in results:
             store.record_export(result.path, result.sha256, "review-export")
         store.record_exported_codes({p.passage_id: p.codes for p in passages})
@@ -273,7 +273,7 @@ def export_matrix(settings: Settings) -> list[ExportResult]:
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
         passages = load_coded_passages(store)
-        results = write_analysis_tables(Path(settings.out_dir), passages, codebook, store.export_hash)
+        results = write_analysis_tables(Path(settings.out_dir), passages, codebook, store.wrote_content)
         for result in results:
             store.record_export(result.path, result.sha256, "export-matrix")
     return results

@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS codings (
     PRIMARY KEY (passage_id, code_id, coder_id, codebook_version)
 );
 CREATE TABLE IF NOT EXISTS exports (
-    path VARCHAR PRIMARY KEY, sha256 VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL, run_id VARCHAR
+    sha256 VARCHAR NOT NULL, path VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL, run_id VARCHAR,
+    PRIMARY KEY (sha256, path)
 );
 CREATE TABLE IF NOT EXISTS coders (
     coder_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
@@ -395,10 +396,10 @@ class Store:
         return {pid: tuple(codes) for pid, codes in rows}
 
     # exports --------------------------------------------------------------
-    def export_hash(self, path: Path) -> str | None:
-        row = self.con.execute("SELECT sha256 FROM exports WHERE path = ?", [str(path.resolve())]).fetchone()
-        return row[0] if row else None
+    def wrote_content(self, sha256: str) -> bool:
+        """Whether qcode ever wrote a file with exactly this content (wherever it has since been moved)."""
+        return self.con.execute("SELECT count(*) FROM exports WHERE sha256 = ?", [sha256]).fetchone()[0] > 0
 
     def record_export(self, path: Path, sha256: str, run_id: str) -> None:
-        self.con.execute("INSERT OR REPLACE INTO exports VALUES (?, ?, ?, ?)",
-                         [str(path.resolve()), sha256, _now(), run_id])
+        self.con.execute("INSERT OR IGNORE INTO exports VALUES (?, ?, ?, ?)",
+                         [sha256, str(path.resolve()), _now(), run_id])

@@ -7,7 +7,8 @@ import csv
 import numpy as np
 import pytest
 
-from pipeline.agreement import multilabel_f1, top_k_accuracy, top_k_recall
+from pipeline.agreement import (cohen_kappa, compare_coders, interpret_alpha, krippendorff_alpha_nominal, multilabel_f1,
+                                top_k_accuracy, top_k_recall)
 from pipeline.errors import QcodeError
 from pipeline.evaluate import LabelledPassage, evaluate_scores, indicator_matrix, read_labelled_csv
 
@@ -171,3 +172,177 @@ def test_indicator_matrix():
     assert matrix.dtype == bool
     assert matrix.tolist() == [[False, True], [False, False], [True, True]]
     assert indicator_matrix([], ["A"]).shape == (0, 1)
+
+
+# Cohen's kappa and Krippendorff's alpha ------------------------------------
+
+NAN = float("nan")
+
+
+def test_perfect_agreement():
+    a = [1, 0, 1, 1, 0]
+    # observed 1; expected 0.6 * 0.6 + 0.4 * 0.4 = 0.52 -> (1 - 0.52) / (1 - 0.52) = 1
+    assert cohen_kappa(a, a) == pytest.approx(1.0)
+    # all coincidences on the diagonal: D_o = 0 -> alpha = 1
+    assert krippendorff_alpha_nominal(np.array([a, a]).T) == pytest.approx(1.0)
+    # three nominal categories, three coders
+    many = [0, 1, 2, 2, 1, 0]
+    assert cohen_kappa(many, many) == pytest.approx(1.0)
+    assert krippendorff_alpha_nominal(np.array([many, many, many]).T) == pytest.approx(1.0)
+
+
+# Ten binary units; coder A says 1 once (unit 0), coder B says 1 twice (units 0 and 1): one disagreement.
+ONE_OFF_A = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+ONE_OFF_B = [1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+
+
+def test_kappa_one_disagreement_in_ten():
+    # observed p_o = 9/10 = 0.9
+    # expected p_e = P_A(1) P_B(1) + P_A(0) P_B(0) = 0.1 * 0.2 + 0.9 * 0.8 = 0.02 + 0.72 = 0.74
+    # kappa = (0.9 - 0.74) / (1 - 0.74) = 0.16 / 0.26 = 0.615385
+    assert cohen_kappa(ONE_OFF_A, ONE_OFF_B) == pytest.approx((0.9 - 0.74) / 0.26)
+    assert cohen_kappa(ONE_OFF_A, ONE_OFF_B) == pytest.approx(0.6154, abs=5e-5)
+    # symmetric in the two coders
+    assert cohen_kappa(ONE_OFF_B, ONE_OFF_A) == pytest.approx(0.6154, abs=5e-5)
+
+
+def test_alpha_one_disagreement_in_ten():
+    # Coincidences: unit 0 (1,1) -> o_11 += 2; unit 1 (0,1) -> o_01 += 1, o_10 += 1; units 2-9 (0,0) -> o_00 += 16.
+    # n_0 = 16 + 1 = 17, n_1 = 2 + 1 = 3, n = 20.
+    # alpha = 1 - (n - 1) * (o_01 + o_10) / (n_0 n_1 + n_1 n_0) = 1 - 19 * 2 / (2 * 17 * 3) = 1 - 38/102 = 0.627451
+    data = np.array([ONE_OFF_A, ONE_OFF_B], dtype=float).T
+    assert krippendorff_alpha_nominal(data) == pytest.approx(1 - 38 / 102)
+    assert krippendorff_alpha_nominal(data) == pytest.approx(0.6275, abs=5e-5)
+    # the coders' order does not matter
+    assert krippendorff_alpha_nominal(data[:, ::-1]) == pytest.approx(1 - 38 / 102)
+
+
+def test_alpha_docstring_case_by_hand():
+    # units (1,1), (1,0), (0,0), (0,0): o_11 = 2, o_10 = o_01 = 1, o_00 = 4; n_1 = 3, n_0 = 5, n = 8
+    # alpha = 1 - 7 * 2 / (2 * 5 * 3) = 1 - 14/30 = 8/15 = 0.5333
+    assert krippendorff_alpha_nominal([[1, 1], [1, 0], [0, 0], [0, 0]]) == pytest.approx(8 / 15)
+
+
+def test_alpha_three_coders_with_missing_values():
+    data = np.array([
+        [1, 1, 1],        # m = 3: 3 * 3 - 3 = 6 ordered pairs, / (m - 1) = 2 -> o_11 += 3
+        [0, 0, NAN],      # m = 2: o_00 += 2
+        [1, 0, NAN],      # m = 2: o_10 += 1, o_01 += 1
+        [0, 0, 0],        # m = 3: o_00 += 6 / 2 = 3
+        [1, NAN, NAN],    # m = 1: not pairable, left out entirely
+        [NAN, NAN, NAN],  # m = 0: left out
+    ])
+    # o_00 = 5, o_11 = 3, o_01 = o_10 = 1 -> n_0 = 6, n_1 = 4, n = 10
+    # alpha = 1 - (n - 1) * 2 / (2 * n_0 * n_1) = 1 - 9 * 2 / 48 = 1 - 0.375 = 0.625
+    assert krippendorff_alpha_nominal(data) == pytest.approx(0.625)
+    # Dropping the unpairable units changes nothing, so they really are left out (with them n would be 11).
+    assert krippendorff_alpha_nominal(data[:4]) == pytest.approx(0.625)
+
+
+def test_alpha_below_zero_for_systematic_disagreement():
+    # units (1,0), (1,0): o_10 = o_01 = 2, n_0 = n_1 = 2, n = 4 -> alpha = 1 - 3 * 4 / (2 * 2 * 2) = -0.5
+    assert krippendorff_alpha_nominal([[1, 0], [1, 0]]) == pytest.approx(-0.5)
+    # kappa: observed 0, expected 1 * 0 + 0 * 1 = 0 -> (0 - 0) / 1 = 0
+    assert cohen_kappa([1, 1], [0, 0]) == 0.0
+
+
+def test_kappa_three_categories_by_hand():
+    a = [0, 1, 2, 0, 1, 2]
+    b = [0, 1, 2, 0, 2, 1]
+    # observed 4/6; each coder uses each category 2 times in 6 -> expected 3 * (1/3 * 1/3) = 1/3
+    # kappa = (2/3 - 1/3) / (1 - 1/3) = 0.5
+    assert cohen_kappa(a, b) == pytest.approx(0.5)
+    # string labels work the same
+    assert cohen_kappa([str(x) for x in a], [str(x) for x in b]) == pytest.approx(0.5)
+
+
+def test_no_variation_is_nan():
+    assert np.isnan(cohen_kappa([1, 1, 1], [1, 1, 1]))
+    assert np.isnan(cohen_kappa([0, 0], [0, 0]))
+    assert np.isnan(krippendorff_alpha_nominal([[1, 1], [1, 1], [1, 1]]))
+    assert np.isnan(krippendorff_alpha_nominal([[0, 0, NAN], [0, NAN, 0]]))
+    # nothing pairable at all
+    assert np.isnan(krippendorff_alpha_nominal([[1, NAN], [NAN, 0]]))
+    assert np.isnan(krippendorff_alpha_nominal(np.empty((0, 2))))
+    assert interpret_alpha(NAN) == "n/a (no variation)"
+    assert interpret_alpha(krippendorff_alpha_nominal([[1, 1], [1, 1]])).startswith("n/a")
+
+
+def test_kappa_needs_equal_non_empty_sequences():
+    with pytest.raises(ValueError, match="same, non-zero length"):
+        cohen_kappa([1, 0], [1])
+    with pytest.raises(ValueError, match="same, non-zero length"):
+        cohen_kappa([], [])
+
+
+@pytest.mark.parametrize("alpha, reading", [
+    (1.0, "reliable"), (0.8, "reliable"), (0.95, "reliable"),
+    (0.7999, "tentative"), (0.7, "tentative"), (0.667, "tentative"),
+    (0.6669, "unreliable"), (0.5, "unreliable"), (0.0, "unreliable"), (-0.5, "unreliable"),
+])
+def test_interpret_alpha_thresholds(alpha, reading):
+    assert interpret_alpha(alpha) == reading
+
+
+@pytest.mark.parametrize("categories", [2, 4])
+def test_kappa_matches_sklearn_on_a_random_case(categories):
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(20240611 + categories)
+    a = rng.integers(0, categories, size=300)
+    agree = rng.random(300) < 0.7
+    b = np.where(agree, a, rng.integers(0, categories, size=300))
+    expected = cohen_kappa_score(a, b)
+    assert 0.3 < expected < 0.95  # a case with real but imperfect agreement
+    assert cohen_kappa(a, b) == pytest.approx(expected, abs=1e-12)
+
+
+def test_compare_coders_by_hand():
+    reference = np.array([
+        [1, 0, 0],
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 0, 0],
+    ])
+    other = np.array([
+        [1, 0, 0],
+        [0, 0, 0],
+        [0, 1, 0],
+        [0, 1, 0],
+    ])
+    result = compare_coders(reference, other, ["A", "B", "C"])
+    assert result["passages"] == 4
+    a, b, c = result["per_code"]
+    # A: reference 1,1,0,0; other 1,0,0,0 -> tp 1, fp 0, fn 1: P 1, R 0.5, F1 2/3
+    #    kappa: p_o = 3/4, p_e = 0.5 * 0.25 + 0.5 * 0.75 = 0.5 -> 0.5
+    #    alpha: units (1,1), (1,0), (0,0), (0,0) -> 8/15 (as in the docstring case) -> unreliable
+    assert a == pytest.approx({"code_id": "A", "precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2,
+                               "support_other": 1, "kappa": 0.5, "alpha": 8 / 15, "alpha_reading": "unreliable"})
+    # B: reference 0,0,1,0; other 0,0,1,1 -> tp 1, fp 1, fn 0: P 0.5, R 1, F1 2/3
+    #    kappa: p_o = 3/4, p_e = 0.25 * 0.5 + 0.75 * 0.5 = 0.5 -> 0.5; alpha mirrors A -> 8/15
+    assert b == pytest.approx({"code_id": "B", "precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1,
+                               "support_other": 2, "kappa": 0.5, "alpha": 8 / 15, "alpha_reading": "unreliable"})
+    # C: never used by either coder -> no variation
+    assert (c["code_id"], c["support"], c["support_other"], c["f1"]) == ("C", 0, 0, 0.0)
+    assert np.isnan(c["kappa"]) and np.isnan(c["alpha"])
+    assert c["alpha_reading"] == "n/a (no variation)"
+    # micro: tp 2, fp 1, fn 1 -> P = R = 2/3 -> F1 2/3; macro over A and B only (C has no support) = 2/3
+    assert result["micro_f1"] == pytest.approx(2 / 3)
+    assert result["macro_f1"] == pytest.approx(2 / 3)
+
+
+def test_compare_coders_perfect_and_reliable():
+    matrix = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    result = compare_coders(matrix, matrix, ["A", "B"])
+    assert [(r["kappa"], r["alpha"], r["alpha_reading"]) for r in result["per_code"]] == \
+        [(1.0, 1.0, "reliable"), (1.0, 1.0, "reliable")]
+    assert (result["micro_f1"], result["macro_f1"]) == (1.0, 1.0)
+
+
+def test_compare_coders_with_no_passages():
+    result = compare_coders(np.zeros((0, 2)), np.zeros((0, 2)), ["A", "B"])
+    assert result["passages"] == 0
+    assert (result["micro_f1"], result["macro_f1"]) == (0.0, 0.0)
+    for row in result["per_code"]:
+        assert np.isnan(row["kappa"]) and np.isnan(row["alpha"])
+        assert row["alpha_reading"] == "n/a (no variation)"

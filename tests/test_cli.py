@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 
 import pytest
@@ -10,12 +11,19 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.config import PROJECT_ROOT
 
-COMMANDS = sorted(main.commands)
+def _command_paths(group, prefix=()):
+    for name, command in sorted(group.commands.items()):
+        yield (*prefix, name)
+        if hasattr(command, "commands"):
+            yield from _command_paths(command, (*prefix, name))
+
+
+COMMANDS = [" ".join(path) for path in _command_paths(main)]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_with_an_example_and_is_in_the_readme(command):
-    result = CliRunner().invoke(main, [command, "--help"])
+    result = CliRunner().invoke(main, [*command.split(), "--help"])
     assert result.exit_code == 0
     assert "Example:" in result.output and f"qcode {command}" in result.output
     readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
@@ -49,3 +57,80 @@ def test_run_rejects_an_unknown_anonymisation_policy(tmp_path):
     result = CliRunner().invoke(main, ["run", str(tmp_path), "--anonymisation", "shred"])
     assert result.exit_code == 2
     assert "'shred' is not one of 'redact', 'reject'" in result.output
+
+
+def _review_rows(settings, council="westmarch"):
+    with open(settings.out_dir / council / "review.csv", encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_rows(rows, path):
+    with open(path, "w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_review_import_agreement_and_exports_through_the_cli(coded_world, tmp_path):
+    _, settings = coded_world
+    db, out = ["--db", str(settings.db_path)], ["--out", str(settings.out_dir)]
+    rows = _review_rows(settings)
+    for row in rows[:6]:
+        row["reviewed"] = "x"
+    rows[0]["codes"] = "LA05"
+    ana = _write_rows(rows, tmp_path / "ana.csv")
+    for row in rows[:6]:
+        row["reviewer"] = ""
+    ana_codes = rows[1]["codes"]
+    assert ana_codes != "BR03"
+    rows[1]["codes"] = "BR03"
+    ben = _write_rows(rows, tmp_path / "ben.csv")
+    runner = CliRunner()
+
+    first = runner.invoke(main, ["review", "import", str(ana), "--reviewer", "Ana", *db])
+    second = runner.invoke(main, ["review", "import", str(ben), "--reviewer", "Ben", *db])
+    again = runner.invoke(main, ["review", "import", str(ana), "--reviewer", "Ana", *db])
+
+    assert first.exit_code == 0, first.output
+    assert first.output.splitlines()[-1] == "1 files, 0 rejected, 6 decisions applied"
+    assert second.output.splitlines()[-1] == "1 files, 0 rejected, 6 decisions applied"
+    assert again.output.splitlines()[-1] == "1 files, 0 rejected, 0 decisions applied"
+
+    agreement = runner.invoke(main, ["agreement", *db, "--out", str(tmp_path / "agreement")])
+    assert agreement.exit_code == 0, agreement.output
+    assert "Ana vs Ben (6 passages coded by both, 1 disagreements)" in agreement.output
+    assert agreement.output.splitlines()[-1].startswith("6 reviewed passages, model micro F1 ")
+    with open(tmp_path / "agreement" / "disagreements.csv", encoding="utf-8-sig") as handle:
+        disagreements = list(csv.DictReader(handle))
+    assert [(d["passage_id"], d["codes_a"], d["codes_b"]) for d in disagreements] == [
+        (rows[1]["passage_id"], ana_codes, "BR03")]
+
+    exported = runner.invoke(main, ["export", "matrix", *db, *out])
+    assert exported.exit_code == 0
+    with open(settings.out_dir / "passages_by_code.csv", encoding="utf-8-sig") as handle:
+        matrix = {r["passage_id"]: r for r in csv.DictReader(handle)}
+    assert matrix[rows[1]["passage_id"]]["BR03"] == "1" and matrix[rows[1]["passage_id"]]["source"] == "reviewer Ben"
+
+    review = runner.invoke(main, ["review", "export", "--council", "Westmarch", "--order", "uncertainty", *db, *out])
+    assert review.exit_code == 0, review.output
+    assert "review files" in review.output.splitlines()[-1]
+
+
+def test_review_import_of_a_bad_file_exits_non_zero_and_applies_nothing(coded_world, tmp_path):
+    _, settings = coded_world
+    rows = _review_rows(settings)
+    rows[0]["codes"] = "LA05"
+    rows[1]["codes"] = "XX99"
+    result = CliRunner().invoke(main, ["review", "import", str(_write_rows(rows, tmp_path / "bad.csv")),
+                                       "--reviewer", "Ana", "--db", str(settings.db_path)])
+    assert result.exit_code == 1
+    assert "row 3: unknown code 'XX99'" in result.output
+    assert result.output.splitlines()[-1] == "1 files, 1 rejected, 0 decisions applied"
+
+
+def test_agreement_without_reviews_says_what_to_do(coded_world):
+    _, settings = coded_world
+    result = CliRunner().invoke(main, ["agreement", "--db", str(settings.db_path)])
+    assert result.exit_code == 1
+    assert "no reviewed passages yet; import reviewers' CSVs with 'qcode review import' first" in result.output

@@ -11,16 +11,11 @@ import pytest
 
 from pipeline import steps
 from pipeline.errors import RoundError
+from conftest import run_steps
 
 
 def run_all(round_dir, settings):
-    run_id = steps.new_run_id()
-    steps.begin_run(settings, round_dir, run_id)
-    ingest = steps.ingest_round(round_dir, settings, run_id)
-    embed = steps.embed_passages(settings)
-    code = steps.code_passages(settings, run_id)
-    exports = steps.write_round_reports(settings, run_id)
-    return ingest, embed, code, exports
+    return run_steps(round_dir, settings)
 
 
 def query(settings, sql):

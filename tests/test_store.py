@@ -337,19 +337,20 @@ def test_register_codebook_is_idempotent(store, codebook):
 
 # exports -----------------------------------------------------------------
 
-def test_export_hash_and_record_export(store, tmp_path, monkeypatch):
+def test_record_export_and_wrote_content(store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     absolute = tmp_path / "reports" / "summary.csv"
     relative = absolute.relative_to(tmp_path)
-    assert store.export_hash(absolute) is None
-
     first = hashlib.sha256(b"one").hexdigest()
-    store.record_export(relative, first, "run-1")
-    assert store.export_hash(absolute) == first  # the key is the resolved path
-    assert store.export_hash(relative) == first
+    assert store.wrote_content(first) is False
 
+    store.record_export(relative, first, "run-1")
+    store.record_export(relative, first, "run-1")  # recording the same content twice keeps one row
+    assert store.wrote_content(first) is True
     second = hashlib.sha256(b"two").hexdigest()
     store.record_export(absolute, second, "run-2")
-    assert store.export_hash(relative) == second
-    assert store.con.execute("SELECT path, run_id FROM exports").fetchall() == [(str(absolute), "run-2")]
-    assert store.export_hash(tmp_path / "reports" / "other.csv") is None
+
+    assert store.wrote_content(second) is True
+    assert store.wrote_content(hashlib.sha256(b"three").hexdigest()) is False
+    assert store.con.execute("SELECT sha256, path, run_id FROM exports ORDER BY run_id").fetchall() == [
+        (first, str(absolute), "run-1"), (second, str(absolute), "run-2")]  # paths are stored resolved
