@@ -79,22 +79,26 @@ def _sniff_delimiter(header_line: str) -> str:
     return max(counts, key=counts.get) if any(counts.values()) else ","
 
 
-_ID_PARTS = re.compile(r"([A-Z]+)\s*0*(\d+)")
+_ID_PARTS = re.compile(r"([A-Z]+)0*(\d+)")
 
 
 def _id_key(value: str) -> tuple[str, int] | None:
-    """``LA1``, ``LA001`` and ``LA 01`` all name ``LA01``: letters and the number, leading zeros ignored."""
+    """``LA1`` and ``LA001`` both name ``LA01``: letters and the number, leading zeros ignored."""
     match = _ID_PARTS.fullmatch(value)
     return (match.group(1), int(match.group(2))) if match else None
 
 
 def _nearest_ids(value: str, valid_ids) -> str:
+    """Up to three ids: one naming the same number first (``LA1`` -> LA01), then the most similar, ties by id."""
     wanted = value.upper()
     key = _id_key(wanted)
-    same_number = sorted(v for v in valid_ids if key is not None and _id_key(v) == key)
-    close = same_number + [c for c in difflib.get_close_matches(wanted, list(valid_ids), n=3, cutoff=0.5)
-                           if c not in same_number]
-    return ", ".join(close[:3]) if close else "none close"
+
+    def similarity(code: str) -> float:
+        return difflib.SequenceMatcher(None, code, wanted).ratio()
+
+    candidates = [c for c in valid_ids if (key is not None and _id_key(c) == key) or similarity(c) >= 0.5]
+    close = sorted(candidates, key=lambda c: (key is None or _id_key(c) != key, -similarity(c), c))[:3]
+    return ", ".join(close) if close else "none close"
 
 
 def parse_review_csv(data: bytes, name: str, valid_ids) -> ReviewFile:

@@ -206,19 +206,24 @@ def test_unknown_codes_every_bad_row_with_nearest_ids(codebook):
     ], bom=True)
     error = rejection(data, valid=codebook.ids)
     assert error.problems == [
-        "row 2: unknown code 'LA1' (nearest valid ids: LA01, LA15, LA14)",
-        "row 4: unknown code 'br3' (nearest valid ids: BR03, BR09, BR08)",
+        # LA01 names the same number; LA10 and LA11 are as similar as LA12-LA15, ties go by id
+        "row 2: unknown code 'LA1' (nearest valid ids: LA01, LA10, LA11)",
+        "row 4: unknown code 'br3' (nearest valid ids: BR03, BR01, BR02)",
         "row 5: unknown code 'XX99' (nearest valid ids: none close)",
-        "row 6: unknown code 'LA16' (nearest valid ids: LA15, LA14, LA13)",
-        "row 6: unknown code 'la99' (nearest valid ids: LA09, LA15, LA14)",
+        # LA01, LA06 and LA10-LA15 all share three characters with LA16
+        "row 6: unknown code 'LA16' (nearest valid ids: LA01, LA06, LA10)",
+        # LA09 shares "LA" and "9"; every other LA id shares only "LA"
+        "row 6: unknown code 'la99' (nearest valid ids: LA09, LA01, LA02)",
     ]
     assert str(error) == message("review.csv", error.problems)
 
 
 def test_nearest_id_for_a_dropped_zero_comes_first():
-    # "LA1" is as close as LA10 to LA01 by string similarity; a dropped leading zero should win.
-    error = rejection(csv_bytes([["passage_id", "codes"], ["p1", "LA1"]]), valid=("LA10", "LA01", "LA11"))
-    assert error.problems == ["row 2: unknown code 'LA1' (nearest valid ids: LA01, LA11, LA10)"]
+    # "LA1" is exactly as similar to LA10 and LA11 as to LA01 by string similarity; the dropped zero wins.
+    error = rejection(csv_bytes([["passage_id", "codes"], ["p1", "LA1"]]), valid=("LA11", "LA10", "LA01"))
+    assert error.problems == ["row 2: unknown code 'LA1' (nearest valid ids: LA01, LA10, LA11)"]
+    error = rejection(csv_bytes([["passage_id", "codes"], ["p1", "LA001"]]), valid=("LA11", "LA10", "LA01"))
+    assert error.problems == ["row 2: unknown code 'LA001' (nearest valid ids: LA01, LA10, LA11)"]
 
 
 def test_missing_passage_id_column():
