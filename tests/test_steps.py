@@ -163,3 +163,22 @@ def test_sample_round_has_the_councils_and_formats_it_promises():
     assert len(types) >= 6
     assert set(types.values()) == {"county", "metropolitan", "district"}
     assert {t.source.rsplit(".", 1)[1] for t in transcripts} == {"md", "txt", "docx"}
+
+
+def test_uncertainty_order_puts_scores_nearest_a_threshold_first_and_reviewed_last():
+    from pipeline.schemas import CodedPassage
+
+    thresholds = {"LA01": 0.5, "BR03": 0.4}
+    far = CodedPassage("far", "X", "X-1", "t", scores={"LA01": 0.9})            # |0.9-0.5| = 0.40
+    near = CodedPassage("near", "X", "X-1", "t", scores={"LA01": 0.2, "BR03": 0.42})  # min(0.30, 0.02) = 0.02
+    middle = CodedPassage("middle", "X", "X-1", "t", scores={"LA01": 0.6})      # 0.10
+    reviewed = CodedPassage("reviewed", "X", "X-1", "t", scores={"LA01": 0.5}, gold=("LA01",))  # 0.00 but done
+    unscored = CodedPassage("unscored", "X", "X-1", "t")
+    passages = [far, near, middle, reviewed, unscored]
+
+    ordered = steps.order_for_review(passages, thresholds, "uncertainty")
+
+    assert [p.passage_id for p in ordered] == ["near", "middle", "far", "unscored", "reviewed"]
+    assert steps.order_for_review(passages, thresholds, "transcript") == passages
+    with pytest.raises(steps.QcodeError, match="unknown review order 'random'"):
+        steps.order_for_review(passages, thresholds, "random")
