@@ -235,3 +235,172 @@ def nearest_evidence(vectors: np.ndarray, codes_per_passage: list[list[str]], ev
             parts.append(f'{code}: "{shorten(evidence_texts[best])}"')
         result.append("; ".join(parts))
     return result
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+class TrainedCoder(BaseEstimator):
+    """Per-code logistic regression on embeddings, blended with a zero-shot coder by the evidence behind each code.
+
+    ``fit`` takes codebook examples and gold passages together: the examples
+    (``is_gold`` False) fit the zero-shot part exactly as ZeroShotCoder does,
+    and every row trains the logistic part. For code c with n gold positives
+    the score is ``w * p_logistic + (1 - w) * p_zero_shot`` with
+    ``w = n / (n + evidence_scale)``, where ``p_zero_shot`` maps the zero-shot
+    similarity to [0, 1] around that code's zero-shot threshold. Codes with
+    fewer than ``min_positives`` gold positives use the zero-shot part alone, so
+    a code reviewers have not yet seen behaves as before training. Per-code
+    thresholds are chosen by cross-validation over the gold rows, grouped (by
+    interview) so passages of one interview never sit on both sides.
+
+    Parameters
+    ----------
+    zero_shot : ZeroShotCoder, default=None
+        Configuration of the zero-shot part (a default ZeroShotCoder if None).
+    C : float, default=4.0
+        Inverse regularisation of each logistic regression.
+    evidence_scale : float, default=10.0
+        Gold positives at which the trained part and the zero-shot part weigh equally.
+    min_positives : int, default=3
+    example_weight : float, default=0.5
+        Weight of codebook examples relative to gold passages.
+    temperature : float, default=0.05
+    threshold_folds : int, default=3
+    max_codes : int, default=3
+
+    Attributes
+    ----------
+    classes_ : code ids in column order; zero_shot_ : the fitted zero-shot part;
+    evidence_ : gold positives per code; weights_ : trained weight per code;
+    thresholds_ : per-code thresholds on the blended score.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal([3, 0], 0.3, (8, 2)), rng.normal([0, 3], 0.3, (8, 2))])
+    >>> Y = np.array([[0, 1]] * 8 + [[1, 0]] * 8)
+    >>> gold = np.array([i % 4 != 0 for i in range(16)])  # every fourth row is a codebook example
+    >>> coder = TrainedCoder(min_positives=2).fit(X, Y, code_ids=["BR01", "LA01"], is_gold=gold, groups=np.arange(16) % 3)
+    >>> coder.predict(np.array([[3.0, 0.1]])).tolist()
+    [[0, 1]]
+    >>> coder.evidence_.tolist()
+    [6, 6]
+    """
+
+    def __init__(self, *, zero_shot: ZeroShotCoder | None = None, C: float = 4.0, evidence_scale: float = 10.0,
+                 min_positives: int = 3, example_weight: float = 0.5, temperature: float = 0.05,
+                 threshold_folds: int = 3, max_codes: int = 3):
+        self.zero_shot = zero_shot
+        self.C = C
+        self.evidence_scale = evidence_scale
+        self.min_positives = min_positives
+        self.example_weight = example_weight
+        self.temperature = temperature
+        self.threshold_folds = threshold_folds
+        self.max_codes = max_codes
+
+    def fit(self, X, Y, *, code_ids, is_gold, groups=None):
+        """Fit on embeddings ``X`` and a 0/1 matrix ``Y`` whose columns are ``code_ids`` (sorted).
+
+        ``is_gold`` marks reviewed passages; the other rows are codebook
+        examples (at most one code each, none for uncoded examples), which fit
+        the zero-shot part and never count as evidence. ``groups`` (interview
+        ids) keep the threshold cross-validation honest.
+        """
+        from sklearn.base import clone
+        from sklearn.model_selection import GroupKFold
+
+        if self.C <= 0 or self.evidence_scale < 0 or self.temperature <= 0:
+            raise ValueError("C and temperature must be positive and evidence_scale not negative")
+        if not isinstance(self.min_positives, int) or self.min_positives < 1:
+            raise ValueError(f"min_positives must be a positive integer, got {self.min_positives!r}")
+        X = np.asarray(X, dtype=np.float64)
+        Y = np.asarray(Y, dtype=bool)
+        code_ids = [str(c) for c in code_ids]
+        if code_ids != sorted(code_ids) or Y.shape != (len(X), len(code_ids)):
+            raise ValueError(f"Y must have shape ({len(X)}, {len(code_ids)}) with columns in sorted code id order")
+        is_gold = np.asarray(is_gold, bool)
+        examples = ~is_gold
+        if (Y[examples].sum(axis=1) > 1).any():
+            raise ValueError("a codebook example row (is_gold False) may carry at most one code")
+        example_labels = [code_ids[int(np.argmax(row))] if row.any() else NO_CODE for row in Y[examples]]
+        self.zero_shot_ = clone(self.zero_shot or ZeroShotCoder()).fit(X[examples], example_labels)
+        if list(self.zero_shot_.classes_) != code_ids:
+            raise ValueError("every code id needs at least one codebook example row")
+        groups = np.arange(len(X)) if groups is None else np.asarray(groups)
+        self.classes_ = self.zero_shot_.classes_
+        self.n_features_in_ = X.shape[1]
+        self.evidence_ = Y[is_gold].sum(axis=0).astype(int)
+        self.weights_ = np.where(self.evidence_ >= self.min_positives,
+                                 self.evidence_ / (self.evidence_ + self.evidence_scale), 0.0)
+        self.heads_ = self._fit_heads(X, Y, is_gold)
+        # One centre for every code keeps the zero-shot ranking across codes; each code's own cut-off moves
+        # with it, so a code without evidence is applied exactly when the zero-shot coder would apply it.
+        self.centre_ = float(np.mean(self.zero_shot_.thresholds_))
+        self.thresholds_ = _sigmoid((self.zero_shot_.thresholds_ - self.centre_) / self.temperature)
+        gold_rows = np.flatnonzero(is_gold)
+        n_groups = len(np.unique(groups[gold_rows])) if len(gold_rows) else 0
+        if self.threshold_folds >= 2 and n_groups >= 2 and self.weights_.any():
+            out_of_fold = np.zeros((len(gold_rows), len(self.classes_)))
+            for _, held in GroupKFold(n_splits=min(self.threshold_folds, n_groups)).split(gold_rows, groups=groups[gold_rows]):
+                keep = np.ones(len(X), bool)
+                keep[gold_rows[held]] = False
+                out_of_fold[held] = self._blend(X[gold_rows[held]], self._fit_heads(X[keep], Y[keep], is_gold[keep]))
+            for j in np.flatnonzero(self.weights_):
+                self.thresholds_[j] = _best_f1_threshold(out_of_fold[:, j], Y[gold_rows, j])
+        return self
+
+    def _fit_heads(self, X, Y, is_gold) -> list:
+        from sklearn.linear_model import LogisticRegression
+
+        weight = np.where(is_gold, 1.0, self.example_weight)
+        heads = []
+        for j in range(Y.shape[1]):
+            if self.weights_[j] == 0 or Y[:, j].all() or not Y[:, j].any():
+                heads.append(None)
+                continue
+            head = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000)
+            heads.append(head.fit(X, Y[:, j], sample_weight=weight))
+        return heads
+
+    def _blend(self, X, heads) -> np.ndarray:
+        z, _ = self.zero_shot_.score_codes(X)
+        prior = _sigmoid((z - self.centre_) / self.temperature)
+        scores = prior.copy()
+        for j, head in enumerate(heads):
+            if head is not None:
+                scores[:, j] = self.weights_[j] * head.predict_proba(X)[:, 1] + (1 - self.weights_[j]) * prior[:, j]
+        return scores
+
+    def decision_function(self, X) -> np.ndarray:
+        """Blended score per (passage, code), in ``classes_`` order."""
+        return self.score_codes(X)[0]
+
+    def score_codes(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """(blended scores, the zero-shot part's own decisions, which codes without evidence keep)."""
+        check_is_fitted(self, "thresholds_")
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[-1]} features; the coder was fitted with {self.n_features_in_}")
+        z, uncoded = self.zero_shot_.score_codes(X)
+        return self._blend(X, self.heads_), self.zero_shot_.apply_thresholds(z, uncoded).astype(bool)
+
+    def apply_thresholds(self, scores: np.ndarray, zero_shot_applied=None) -> np.ndarray:
+        """Applied codes: codes with evidence at or above their threshold, codes without evidence as the
+        zero-shot part decided; at most ``max_codes`` per passage."""
+        applied = scores >= self.thresholds_
+        if zero_shot_applied is not None:
+            fallback = self.weights_ == 0
+            applied[:, fallback] = np.asarray(zero_shot_applied, bool)[:, fallback]
+        if self.max_codes < scores.shape[1]:
+            rank = np.argsort(-scores, axis=1, kind="stable")
+            allowed = np.zeros_like(applied)
+            np.put_along_axis(allowed, rank[:, : self.max_codes], True, axis=1)
+            applied &= allowed
+        return applied.astype(np.int8)
+
+    def predict(self, X) -> np.ndarray:
+        return self.apply_thresholds(*self.score_codes(X))

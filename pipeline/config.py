@@ -33,6 +33,7 @@ _ENVIRONMENT = {
     "codebook_path": "QCODE_CODEBOOK",
     "model_name": "QCODE_MODEL",
     "anonymisation_policy": "QCODE_ANONYMISATION",
+    "models_dir": "QCODE_MODELS",
 }
 
 
@@ -57,6 +58,8 @@ class Settings:
     respondent_labels: tuple[str, ...] = DEFAULT_RESPONDENT_LABELS
     max_sentences_per_passage: int = 3
     score_floor: float = 0.3
+    models_dir: Path = Path("models")
+    min_gold_per_code: int = 3
 
     @classmethod
     def load(cls, **overrides) -> "Settings":
@@ -70,7 +73,7 @@ class Settings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-        for name in ("db_path", "out_dir", "codebook_path"):
+        for name in ("db_path", "out_dir", "codebook_path", "models_dir"):
             if name in values:
                 values[name] = Path(values[name])
         settings = replace(cls(), **values)
@@ -87,6 +90,8 @@ class Settings:
             raise ConfigError("embed_batch_size must be at least 1")
         if not 1 <= self.max_sentences_per_passage <= 10:
             raise ConfigError("max_sentences_per_passage must be between 1 and 10")
+        if self.min_gold_per_code < 1:
+            raise ConfigError("min_gold_per_code must be at least 1")
         if not 0.0 <= self.score_floor < 1.0:
             raise ConfigError("score_floor must be in [0, 1)")
         overlap = {l.lower() for l in self.interviewer_labels} & {l.lower() for l in self.respondent_labels}

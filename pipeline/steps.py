@@ -14,16 +14,18 @@ from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+from sklearn.base import clone
 from tqdm import tqdm
 
 from pipeline.agreement import compare_coders
 from pipeline.anonymise import Anonymiser
-from pipeline.classify import fit_zero_shot_coder, nearest_evidence
+from pipeline.classify import TrainedCoder, ZeroShotCoder, codebook_training_set, fit_zero_shot_coder, nearest_evidence
 from pipeline.codebook import load_codebook
 from pipeline.config import Settings
 from pipeline.embed import embed_with_cache, load_embedder
-from pipeline.evaluate import indicator_matrix
 from pipeline.errors import QcodeError, ReviewFileError, TranscriptError
+from pipeline.evaluate import indicator_matrix, read_labelled_csv
 from pipeline.gold import ImportResult, import_review, reconcile_gold
 from pipeline.ingest import read_known_names, read_round, split_turns
 from pipeline.report import ExportResult, write_analysis_tables, write_reports, write_review_files, write_run_report
@@ -31,6 +33,8 @@ from pipeline.review import parse_review_csv
 from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, slugify
 from pipeline.segment import segment_turns
 from pipeline.store import Store
+from pipeline.train import (ModelMismatchError, TrainingSet, cv_metrics, gold_folds, held_out_evaluation,
+                            labelled_training_set, load_model, model_card, model_version, save_model, training_set)
 
 log = logging.getLogger("qcode.steps")
 
@@ -102,14 +106,28 @@ def open_codebook(settings: Settings, store: Store) -> Codebook:
     return codebook
 
 
+def current_coder(store: Store, codebook: Codebook, embedder) -> tuple:
+    """The active trained model if it fits this codebook and embedding model, else the zero-shot coder."""
+    record = store.active_coder_record()
+    if record and record["kind"] == "trained":
+        try:
+            coder, _ = load_model(Path(record["artifact"]), embedding_model_id=embedder.model_id,
+                                  codebook_version=codebook.version)
+            return coder, record["coder_id"]
+        except (ModelMismatchError, OSError) as exc:
+            log.warning("the active model cannot be used (%s); coding with the zero-shot coder", exc)
+    coder, coder_id = fit_zero_shot_coder(codebook, embedder, store)
+    store.register_coder(coder_id, "zero-shot", embedder.model_id, codebook.version,
+                         dict(zip(coder.classes_, map(float, coder.thresholds_))))
+    return coder, coder_id
+
+
 def code_passages(settings: Settings, run_id: str) -> dict:
     """Code every active passage not yet coded by the current coder and codebook version."""
     embedder = load_embedder(settings.model_name, settings.embed_batch_size)
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
-        coder, coder_id = fit_zero_shot_coder(codebook, embedder, store)
-        store.register_coder(coder_id, "zero-shot", embedder.model_id, codebook.version,
-                             dict(zip(coder.classes_, map(float, coder.thresholds_))))
+        coder, coder_id = current_coder(store, codebook, embedder)
         done = store.coded_passage_ids(coder_id, codebook.version)
         pending = [p for p in store.active_passages() if p["passage_id"] not in done]
         applied = 0
@@ -277,3 +295,91 @@ def export_matrix(settings: Settings) -> list[ExportResult]:
         for result in results:
             store.record_export(result.path, result.sha256, "export-matrix")
     return results
+
+
+def gold_training_set(store: Store, codebook: Codebook, embedder) -> TrainingSet:
+    gold = store.gold_passages()
+    if not gold:
+        raise QcodeError("no reviewed passages yet; import reviewers' CSVs with 'qcode review import' first")
+    texts, _ = codebook_training_set(codebook)
+    example_vectors, _ = embed_with_cache(texts, embedder, store)
+    gold_vectors, _ = embed_with_cache([g["text"] for g in gold], embedder, store)
+    return training_set(codebook, example_vectors, gold_vectors, [tuple(g["codes"]) for g in gold],
+                        [g["transcript_key"] for g in gold], [g["passage_id"] for g in gold])
+
+
+def train_model(settings: Settings, *, force: bool = False, run_id: str | None = None) -> dict:
+    """Train on gold, compare with the active coder on the same folds, promote if not worse, then recode."""
+    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
+    with Store(settings.db_path) as store:
+        codebook = open_codebook(settings, store)
+        data = gold_training_set(store, codebook, embedder)
+        folds = gold_folds(data)
+        active, active_id = current_coder(store, codebook, embedder)
+        candidate = TrainedCoder(min_positives=settings.min_gold_per_code)
+        candidate_cv = cv_metrics(candidate, data, folds)
+        active_cv = cv_metrics(active if isinstance(active, ZeroShotCoder) else clone(active), data, folds)
+        promoted = force or candidate_cv["macro_f1"] >= active_cv["macro_f1"]
+        coder = candidate.fit(data.X, data.Y, code_ids=data.code_ids, is_gold=data.is_gold, groups=data.groups)
+        version = model_version(data)
+        card = model_card(version=version, coder=coder, data=data, embedding_model_id=embedder.model_id,
+                          codebook_version=codebook.version, candidate=candidate_cv, active=active_cv,
+                          active_id=active_id, promoted=promoted, forced=force, min_positives=settings.min_gold_per_code)
+        card["cross_validation"]["folds"] = len(folds)
+        folder = save_model(settings.models_dir, version, coder, card)
+        store.register_coder(f"trained:{version}", "trained", embedder.model_id, codebook.version, card["thresholds"],
+                             artifact=str(folder.resolve()), activate=promoted)
+    result = {"version": version, "folder": str(folder), "promoted": promoted, "verdict": card["verdict"],
+              "fallback_codes": card["zero_shot_fallback_codes"], "gold_passages": card["gold_passages"]}
+    if promoted:
+        run_id = run_id or new_run_id()
+        result["recode"] = code_passages(settings, run_id)
+        write_round_reports(settings, run_id)
+    return result
+
+
+def evaluate_model(settings: Settings, *, labelled: Path | None = None, train_file: Path | None = None,
+                   split: str = "interview", folds: int = 5) -> dict:
+    """Held-out figures for zero-shot vs trained coders, with a learning curve.
+
+    Data: ``train_file`` to train on and ``labelled`` to test on; or
+    ``labelled`` alone, split by ``split``; or the database's gold, split by
+    interview or council.
+    """
+    if split not in ("interview", "council"):
+        raise QcodeError(f"unknown split {split!r}; use 'interview' or 'council'")
+    if train_file is not None and labelled is None:
+        raise QcodeError("--train needs --labelled: the file to test on")
+    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
+    with Store(settings.db_path) as store:
+        codebook = load_codebook(settings.codebook_path)
+        texts, _ = codebook_training_set(codebook)
+        example_vectors, _ = embed_with_cache(texts, embedder, store)
+        if labelled is None:
+            gold = store.gold_passages()
+            if not gold:
+                raise QcodeError("no reviewed passages yet; import reviewers' CSVs or pass --labelled FILE")
+            vectors, _ = embed_with_cache([g["text"] for g in gold], embedder, store)
+            codes = [tuple(g["codes"]) for g in gold]
+            groups = [g["transcript_key"] if split == "interview" else g["council"] for g in gold]
+            test_rows = None
+        else:
+            rows = read_labelled_csv(labelled, codebook.ids)
+            train_rows = read_labelled_csv(train_file, codebook.ids) if train_file else []
+            everything = train_rows + rows
+            vectors, _ = embed_with_cache([r.text for r in everything], embedder, store)
+            codes = [r.codes for r in everything]
+            groups = [(("train:" if i < len(train_rows) else "test:") + (r.interview if split == "interview" else r.council)
+                       or f"row{i}") for i, r in enumerate(everything)]
+            test_rows = np.arange(len(train_rows), len(everything)) if train_file else None
+    data = labelled_training_set(codebook, example_vectors, vectors, codes, groups)
+    if test_rows is None:
+        fold_list = gold_folds(data, folds)
+    else:
+        gold_rows = np.flatnonzero(data.is_gold)
+        held = gold_rows[test_rows]
+        fold_list = [(np.setdiff1d(np.arange(len(data.X)), held), held)]
+    result = held_out_evaluation(data, fold_list, min_positives=settings.min_gold_per_code)
+    result.update(split=split, source=str(labelled) if labelled else "database gold",
+                  trained_on=str(train_file) if train_file else "the other folds")
+    return result

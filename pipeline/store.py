@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS exports (
 CREATE TABLE IF NOT EXISTS coders (
     coder_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, model_id VARCHAR NOT NULL,
     codebook_version VARCHAR NOT NULL, thresholds JSON NOT NULL, created_at TIMESTAMPTZ NOT NULL,
-    activated_at TIMESTAMPTZ
+    activated_at TIMESTAMPTZ, artifact VARCHAR
 );
 CREATE SEQUENCE IF NOT EXISTS decision_ids;
 CREATE TABLE IF NOT EXISTS review_decisions (
@@ -303,20 +303,40 @@ class Store:
             [coder_id, codebook_version]).fetchall()
 
     def register_coder(self, coder_id: str, kind: str, model_id: str, codebook_version: str,
-                       thresholds: dict[str, float]) -> None:
-        """Record a coder and make it the active one (the one exports and agreement figures show)."""
+                       thresholds: dict[str, float], *, artifact: str | None = None, activate: bool = True) -> None:
+        """Record a coder and, unless told otherwise, make it the active one (the one that codes and is shown)."""
         now = _now()
-        self.con.execute("INSERT OR IGNORE INTO coders VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                         [coder_id, kind, model_id, codebook_version, json.dumps(thresholds), now])
-        self.con.execute("UPDATE coders SET activated_at = ? WHERE coder_id = ?", [now, coder_id])
+        self.con.execute("INSERT OR IGNORE INTO coders VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+                         [coder_id, kind, model_id, codebook_version, json.dumps(thresholds), now, artifact])
+        if activate:
+            self.con.execute("UPDATE coders SET activated_at = ? WHERE coder_id = ?", [now, coder_id])
 
     def active_coder(self) -> tuple[str, str, dict[str, float]]:
-        """(coder_id, codebook_version, thresholds) of the coder that coded last."""
-        row = self.con.execute("SELECT coder_id, codebook_version, thresholds FROM coders "
-                               "WHERE activated_at IS NOT NULL ORDER BY activated_at DESC LIMIT 1").fetchone()
-        if row is None:
+        """(coder_id, codebook_version, thresholds) of the active coder."""
+        record = self.active_coder_record()
+        if record is None:
             raise StoreError(f"nothing has been coded in {self.path} yet; run 'qcode run ROUND_DIR' first")
-        return row[0], row[1], json.loads(row[2])
+        return record["coder_id"], record["codebook_version"], record["thresholds"]
+
+    def active_coder_record(self) -> dict | None:
+        cursor = self.con.execute("SELECT * FROM coders WHERE activated_at IS NOT NULL "
+                                  "ORDER BY activated_at DESC LIMIT 1")
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        record = dict(zip([c[0] for c in cursor.description], row))
+        record["thresholds"] = json.loads(record["thresholds"])
+        return record
+
+    def gold_passages(self) -> list[dict]:
+        """Every passage with a reviewer decision (retired ones too: their text is still good training data)."""
+        cursor = self.con.execute(
+            "SELECT g.passage_id, g.codes, p.text, p.transcript_key, t.council FROM gold g "
+            "JOIN passages p USING (passage_id) "
+            "JOIN transcripts t ON t.transcript_key = p.transcript_key AND t.version = p.version "
+            "ORDER BY g.passage_id")
+        columns = [c[0] for c in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
     # review decisions -----------------------------------------------------
     def passage_states(self, passage_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
