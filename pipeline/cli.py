@@ -256,3 +256,100 @@ def export_matrix_command(**options) -> None:
     settings = _settings(**options)
     results = export_matrix(settings)
     click.echo(f"wrote {', '.join(str(r.path) for r in results)}")
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Promote the new model even if it scores worse than the active coder")
+@click.option("--c", "C", type=click.FloatRange(min=0, min_open=True), help="Logistic regularisation [default: 16]")
+@click.option("--evidence-scale", type=click.FloatRange(min=0),
+              help="Gold positives at which trained and zero-shot parts weigh equally [default: 5]")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
+@click.option("--models", "models_dir", type=click.Path(path_type=Path), help="Model folder [default: models/]")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Reports folder [default: reports/]")
+def train(force: bool, C: float | None, evidence_scale: float | None, **options) -> None:
+    """Train a coder on reviewers' gold and promote it if it is not worse.
+
+    The new model and the active coder are cross-validated on the same folds
+    (gold split by interview); the new one becomes active only if its macro F1
+    is not lower, unless --force. Every unreviewed passage is then recoded.
+
+    \b
+    Example:
+        qcode train --db data/qcode.duckdb
+    """
+    from pipeline.steps import train_model
+
+    settings = _settings(**options)
+    params = {k: v for k, v in {"C": C, "evidence_scale": evidence_scale}.items() if v is not None}
+    result = train_model(settings, force=force, **params)
+    if result["fallback_codes"]:
+        click.echo(f"zero-shot fallback (fewer than {settings.min_gold_per_code} gold positives): "
+                   f"{', '.join(result['fallback_codes'])}")
+    click.echo(f"model card: {Path(result['folder']) / 'card.md'}")
+    recode = result.get("recode")
+    recoded = f"; recoded {recode['coded']} passages, {recode['applied']} codes applied" if recode else ""
+    click.echo(f"model {result['version']} from {result['gold_passages']} reviewed passages {result['verdict']}{recoded}")
+
+
+@main.command()
+@click.option("--labelled", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="CSV with text and codes (and council, interview) to test on [default: the database's gold]")
+@click.option("--train", "train_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="CSV to train on; then all of --labelled is held out")
+@click.option("--split", type=click.Choice(["interview", "council"]), default="interview", show_default=True,
+              help="Hold out whole interviews, or whole councils")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Folder for the CSVs [default: reports/evaluation/]")
+def evaluate(labelled: Path | None, train_file: Path | None, split: str, db_path: Path | None, out_dir: Path | None) -> None:
+    """Held-out evaluation: zero-shot vs trained coder, per code, with a learning curve.
+
+    \b
+    Example:
+        qcode evaluate --labelled bench/dev_set.csv --train bench/gold_set.csv
+    """
+    from pipeline.codebook import load_codebook
+    from pipeline.report import write_evaluation_tables
+    from pipeline.steps import evaluate_model
+
+    settings = _settings(db_path=db_path)
+    result = evaluate_model(settings, labelled=labelled, train_file=train_file, split=split)
+    click.echo(f"held out: {result['held_out_passages']} passages ({result['source']}, split by {result['split']}, "
+               f"{result['folds']} fold(s), trained on {result['trained_on']})")
+    click.echo(f"  {'coder':<22}{'gold/code':>10}{'top-1':>8}{'top-3':>8}{'micro F1':>10}{'macro F1':>10}")
+    rows = [("zero-shot", None, result["zero_shot"])] + [
+        (f"trained {int(p['fraction'] * 100)}% of gold", p["gold_positives_per_code"], p) for p in result["learning_curve"]]
+    for name, per_code, figures in rows:
+        gold = "" if per_code is None else f"{per_code:.1f}"
+        click.echo(f"  {name:<22}{gold:>10}{figures['top1_accuracy']:>8.3f}{figures['top3_recall']:>8.3f}"
+                   f"{figures['micro_f1']:>10.3f}{figures['macro_f1']:>10.3f}")
+    folder = out_dir or settings.out_dir / "evaluation"
+    written = write_evaluation_tables(folder, result, load_codebook(settings.codebook_path))
+    gain = result["learning_curve"][-1]["macro_f1"] - result["zero_shot"]["macro_f1"]
+    click.echo(f"trained coder macro F1 {result['learning_curve'][-1]['macro_f1']:.3f} vs zero-shot "
+               f"{result['zero_shot']['macro_f1']:.3f} ({gain:+.3f}); {len(written)} CSV files in {folder}/")
+
+
+@main.command()
+@click.option("--clusters", type=click.IntRange(1, 50), help="Number of themes [default: about sqrt(n/2), at most 10]")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Reports folder [default: reports/]")
+def themes(clusters: int | None, **options) -> None:
+    """Candidate new codes: clusters of substantive passages that no code fits.
+
+    Deterministic for a given database (fixed seeds). Writes themes.csv.
+
+    \b
+    Example:
+        qcode themes --clusters 8
+    """
+    from pipeline.report import write_themes_table
+    from pipeline.steps import emerging_themes
+
+    settings = _settings(**options)
+    result = emerging_themes(settings, clusters=clusters)
+    for theme in result["themes"]:
+        click.echo(f"theme {theme['theme']}: {theme['size']} passages from {theme['councils']} councils; "
+                   f"key terms: {theme['key_terms']}; nearest code {theme['nearest_code']} "
+                   f"({theme['nearest_code_similarity']})")
+    path = write_themes_table(settings.out_dir, result["themes"])
+    click.echo(f"{len(result['themes'])} themes from {result['candidates']} passages no code fits; see {path}")

@@ -141,6 +141,34 @@ def write_agreement_tables(out_dir: Path, report: dict, codebook: Codebook) -> l
     return written
 
 
+def write_evaluation_tables(out_dir: Path, result: dict, codebook: Codebook) -> list[Path]:
+    """learning_curve.csv (zero-shot, then each training fraction) and per_code.csv (zero-shot vs all gold)."""
+    curve = out_dir / "learning_curve.csv"
+    measures = ("top1_accuracy", "top3_recall", "micro_f1", "macro_f1")
+    rows = [["zero-shot", "0", "", *(_fmt(result["zero_shot"][m]) for m in measures)]]
+    rows += [["trained", str(p["fraction"]), _fmt(p["gold_positives_per_code"]), *(_fmt(p[m]) for m in measures)]
+             for p in result["learning_curve"]]
+    write_atomically(curve, excel_csv_bytes(("coder", "gold_fraction", "gold_positives_per_code", *measures), rows))
+    per_code = out_dir / "per_code.csv"
+    trained = result["learning_curve"][-1]["per_code"]
+    zero = result["zero_shot"]["per_code"]
+    table = [[c.id, c.label, zero[c.id]["support"], _fmt(zero[c.id]["precision"]), _fmt(zero[c.id]["recall"]),
+              _fmt(zero[c.id]["f1"]), _fmt(trained[c.id]["precision"]), _fmt(trained[c.id]["recall"]),
+              _fmt(trained[c.id]["f1"])] for c in codebook.codes]
+    write_atomically(per_code, excel_csv_bytes(("code_id", "label", "support", "zero_shot_precision", "zero_shot_recall",
+                                                "zero_shot_f1", "trained_precision", "trained_recall", "trained_f1"), table))
+    return [curve, per_code]
+
+
+def write_themes_table(out_dir: Path, themes: list[dict]) -> Path:
+    path = out_dir / "themes.csv"
+    columns = ("theme", "size", "councils", "key_terms", "nearest_code", "nearest_code_similarity")
+    rows = [[*(t[c] if t[c] is not None else "" for c in columns), *t["typical_passages"]] for t in themes]
+    width = max((len(t["typical_passages"]) for t in themes), default=0)
+    write_atomically(path, excel_csv_bytes((*columns, *(f"typical_passage_{i + 1}" for i in range(width))), rows))
+    return path
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return "n/a" if value != value else f"{value:.3f}"

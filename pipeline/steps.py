@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.base import clone
 from tqdm import tqdm
 
+from pipeline import themes as themes_module
 from pipeline.agreement import compare_coders
 from pipeline.anonymise import Anonymiser
 from pipeline.classify import TrainedCoder, ZeroShotCoder, codebook_training_set, fit_zero_shot_coder, nearest_evidence
@@ -308,15 +309,18 @@ def gold_training_set(store: Store, codebook: Codebook, embedder) -> TrainingSet
                         [g["transcript_key"] for g in gold], [g["passage_id"] for g in gold])
 
 
-def train_model(settings: Settings, *, force: bool = False, run_id: str | None = None) -> dict:
-    """Train on gold, compare with the active coder on the same folds, promote if not worse, then recode."""
+def train_model(settings: Settings, *, force: bool = False, run_id: str | None = None, **params) -> dict:
+    """Train on gold, compare with the active coder on the same folds, promote if not worse, then recode.
+
+    ``params`` override TrainedCoder's defaults (e.g. ``C``, ``evidence_scale``).
+    """
     embedder = load_embedder(settings.model_name, settings.embed_batch_size)
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
         data = gold_training_set(store, codebook, embedder)
         folds = gold_folds(data)
         active, active_id = current_coder(store, codebook, embedder)
-        candidate = TrainedCoder(min_positives=settings.min_gold_per_code)
+        candidate = TrainedCoder(**{"min_positives": settings.min_gold_per_code, **params})
         candidate_cv = cv_metrics(candidate, data, folds)
         active_cv = cv_metrics(active if isinstance(active, ZeroShotCoder) else clone(active), data, folds)
         promoted = force or candidate_cv["macro_f1"] >= active_cv["macro_f1"]
@@ -383,3 +387,24 @@ def evaluate_model(settings: Settings, *, labelled: Path | None = None, train_fi
     result.update(split=split, source=str(labelled) if labelled else "database gold",
                   trained_on=str(train_file) if train_file else "the other folds")
     return result
+
+
+def emerging_themes(settings: Settings, *, clusters: int | None = None) -> dict:
+    """Cluster substantive passages that no code fits (no applied code, no reviewer code)."""
+    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
+    with Store(settings.db_path) as store:
+        codebook = open_codebook(settings, store)
+        zero_shot, _ = fit_zero_shot_coder(codebook, embedder, store)
+        passages = [p for p in load_coded_passages(store)
+                    if not p.codes and len(p.text.split()) >= themes_module.MIN_WORDS]
+        vectors, _ = embed_with_cache([p.text for p in passages], embedder, store)
+    if passages:
+        # Passages nearer the uncoded examples than any code are small talk and procedure, not themes.
+        scores, uncoded = zero_shot.score_codes(vectors)
+        substantive = uncoded < scores.max(axis=1)
+        passages = [p for p, keep in zip(passages, substantive) if keep]
+        vectors = vectors[substantive]
+    found = themes_module.cluster_themes([p.text for p in passages], vectors, [p.council for p in passages],
+                                         clusters=clusters, code_centroids=zero_shot.centroids_,
+                                         code_ids=list(zero_shot.classes_))
+    return {"candidates": len(passages), "themes": found}
