@@ -83,3 +83,57 @@ def coded_world(coded_template, tmp_path) -> tuple[Path, Settings]:
         shutil.copytree(coded_template / name, tmp_path / name)
     shutil.copy(coded_template / "q.duckdb", tmp_path / "q.duckdb")
     return tmp_path / "round", Settings.load(db_path=tmp_path / "q.duckdb", out_dir=tmp_path / "reports")
+
+
+GOLD_SET = PROJECT_ROOT / "bench" / "gold_set.csv"
+
+
+def write_round_from_labelled(rows, round_dir: Path) -> dict[str, tuple[str, ...]]:
+    """One transcript per labelled interview (each row a respondent turn); returns {row text: codes}."""
+    round_dir.mkdir(parents=True, exist_ok=True)
+    by_interview: dict[tuple[str, str], list] = {}
+    for row in rows:
+        by_interview.setdefault((row.council, row.interview), []).append(row)
+    for (council, interview), members in sorted(by_interview.items()):
+        turns = "\n".join(f"Interviewer: Could you tell me more about that?\nRespondent: {r.text}" for r in members)
+        (round_dir / f"{interview}.md").write_text(
+            f"---\ncouncil: {council}\ninterview_id: {interview}\nrespondent_role: manager\n---\n{turns}\n",
+            encoding="utf-8")
+    return {r.text: r.codes for r in rows}
+
+
+@pytest.fixture(scope="session")
+def gold_template(tmp_path_factory, embedder, codebook) -> Path:
+    """The gold set as a coded round whose passages a reviewer ('Gold') has coded: q.duckdb, round/, reports/."""
+    import csv
+
+    from pipeline import steps
+    from pipeline.evaluate import read_labelled_csv
+
+    base = tmp_path_factory.mktemp("gold")
+    codes_by_text = write_round_from_labelled(read_labelled_csv(GOLD_SET, codebook.ids), base / "round")
+    settings = Settings.load(db_path=base / "q.duckdb", out_dir=base / "reports", models_dir=base / "models")
+    run_steps(base / "round", settings)
+    review_rows = []
+    for review in sorted((base / "reports").glob("*/review.csv")):
+        with open(review, encoding="utf-8-sig", newline="") as handle:
+            for row in csv.DictReader(handle):
+                source = next(text for text in codes_by_text if row["text"] in text)
+                review_rows.append({"passage_id": row["passage_id"], "codes": "; ".join(codes_by_text[source]),
+                                    "reviewed": "yes"})
+    gold_csv = base / "gold-review.csv"
+    with open(gold_csv, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["passage_id", "codes", "reviewed"])
+        writer.writeheader()
+        writer.writerows(review_rows)
+    [(_, result)] = steps.import_review_files(settings, [gold_csv], reviewer="Gold")
+    assert result.applied == len(review_rows)
+    return base
+
+
+@pytest.fixture
+def gold_world(gold_template, tmp_path) -> Settings:
+    """Settings on a private copy of the reviewed gold round."""
+    shutil.copytree(gold_template / "reports", tmp_path / "reports")
+    shutil.copy(gold_template / "q.duckdb", tmp_path / "q.duckdb")
+    return Settings.load(db_path=tmp_path / "q.duckdb", out_dir=tmp_path / "reports", models_dir=tmp_path / "models")

@@ -134,3 +134,48 @@ def test_agreement_without_reviews_says_what_to_do(coded_world):
     result = CliRunner().invoke(main, ["agreement", "--db", str(settings.db_path)])
     assert result.exit_code == 1
     assert "no reviewed passages yet; import reviewers' CSVs with 'qcode review import' first" in result.output
+
+
+def test_train_command_prints_the_verdict_and_writes_a_model_card(gold_world):
+    result = CliRunner().invoke(main, ["train", "--db", str(gold_world.db_path), "--models", str(gold_world.models_dir),
+                                       "--out", str(gold_world.out_dir)])
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert re.match(r"model \d{8}T\d{6}-\w{6} from \d+ reviewed passages promoted: cross-validated macro F1 "
+                    r"0\.\d{3} vs 0\.\d{3} for the active coder zero-shot:", last)
+    assert "recoded" in last
+    [card] = gold_world.models_dir.glob("*/card.md")
+    assert f"model card: {card}" in result.output
+
+
+def test_train_without_gold_says_what_to_do(coded_world):
+    _, settings = coded_world
+    result = CliRunner().invoke(main, ["train", "--db", str(settings.db_path), "--models", str(settings.models_dir)])
+    assert result.exit_code == 1
+    assert "no reviewed passages yet; import reviewers' CSVs with 'qcode review import' first" in result.output
+
+
+def test_evaluate_command_prints_the_learning_curve(tmp_path):
+    source = (PROJECT_ROOT / "bench" / "dev_set.csv").read_text(encoding="utf-8").splitlines()
+    small = tmp_path / "labelled.csv"
+    small.write_text("\n".join(source[:81]) + "\n", encoding="utf-8")  # header + 80 rows
+    result = CliRunner().invoke(main, ["evaluate", "--labelled", str(small), "--split", "council",
+                                       "--db", str(tmp_path / "q.duckdb"), "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("held out: 80 passages (") and "split by council" in lines[0]
+    assert [line.split()[0:3] for line in lines[3:7]] == [["trained", "10%", "of"], ["trained", "25%", "of"],
+                                                          ["trained", "50%", "of"], ["trained", "100%", "of"]]
+    assert lines[-1].startswith("trained coder macro F1 ")
+    assert (tmp_path / "eval" / "learning_curve.csv").exists() and (tmp_path / "eval" / "per_code.csv").exists()
+
+
+def test_themes_command_writes_themes_csv(coded_world):
+    _, settings = coded_world
+    result = CliRunner().invoke(main, ["themes", "--clusters", "3", "--db", str(settings.db_path),
+                                       "--out", str(settings.out_dir)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1].startswith("3 themes from ")
+    with open(settings.out_dir / "themes.csv", encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["theme"] for r in rows] == ["1", "2", "3"] and all(r["typical_passage_1"] for r in rows)
