@@ -46,6 +46,16 @@ def _settings(**options) -> Settings:
     return Settings.load(**options)
 
 
+def _locked(settings: Settings, purpose: str, wait: float = 0.0):
+    from pipeline.lock import writer_lock
+
+    return writer_lock(settings.db_path, wait_seconds=wait, purpose=purpose)
+
+
+WAIT_OPTION = click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True,
+                           help="Seconds to wait for another qcode process writing the same database")
+
+
 @main.command()
 @click.argument("round_dir", type=click.Path(path_type=Path))
 @click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
@@ -54,7 +64,9 @@ def _settings(**options) -> Settings:
 @click.option("--codebook", "codebook_path", type=click.Path(path_type=Path), help="Codebook YAML")
 @click.option("--anonymisation", "anonymisation_policy", type=click.Choice(ANONYMISATION_POLICIES),
               help="redact personal data found (default) or reject the file")
-def run(round_dir: Path, **options) -> None:
+@click.option("--dask", "dask_address", help="Run encoding and scoring on the Dask cluster at this address")
+@WAIT_OPTION
+def run(round_dir: Path, dask_address: str | None, wait: float, **options) -> None:
     """Code every transcript in ROUND_DIR and write per-council reports.
 
     Runs the qcode-run Prefect flow: ingest, anonymisation gate, passages,
@@ -68,9 +80,13 @@ def run(round_dir: Path, **options) -> None:
     if not round_dir.is_dir():
         raise QcodeError(f"{round_dir} is not a folder; pass the folder that holds the round's transcripts")
     _quiet_prefect()
+    from flows.nightly import task_runner_for
     from flows.run_round import run_round
 
-    report = run_round(str(round_dir), settings)
+    runner = task_runner_for(dask_address)
+    flow = run_round.with_options(task_runner=runner) if runner else run_round
+    with _locked(settings, f"qcode run {round_dir}", wait):
+        report = flow(str(round_dir), settings, distributed=bool(runner))
     ingest = report["ingest"]
     for item in ingest["quarantined"]:
         click.echo(f"quarantined {item['source']}: {item['reason']}", err=True)
@@ -137,13 +153,15 @@ def review_export(council: str | None, order: str, **options) -> None:
     """
     from pipeline.steps import export_reviews
 
-    results = export_reviews(_settings(**options), council=council, order=order)
+    settings = _settings(**options)
+    with _locked(settings, "qcode review export"):
+        results = export_reviews(settings, council=council, order=order)
     for result in results:
         if result.status == "kept-edited":
             click.echo(f"kept an edited review file; fresh export written to {result.path}", err=True)
     written = sum(r.status != "unchanged" for r in results)
     click.echo(f"{len(results)} review files ({written} written, {len(results) - written} unchanged), "
-               f"{order} order, in {_settings(**options).out_dir}/")
+               f"{order} order, in {settings.out_dir}/")
 
 
 @review.command("import")
@@ -163,7 +181,9 @@ def review_import(files: tuple[Path, ...], reviewer: str | None, **options) -> N
     from pipeline.errors import ReviewFileError
     from pipeline.steps import import_review_files
 
-    outcomes = import_review_files(_settings(**options), list(files), reviewer=reviewer)
+    settings = _settings(**options)
+    with _locked(settings, "qcode review import"):
+        outcomes = import_review_files(settings, list(files), reviewer=reviewer)
     applied = rejected = 0
     for path, outcome in outcomes:
         if isinstance(outcome, ReviewFileError):
@@ -254,7 +274,8 @@ def export_matrix_command(**options) -> None:
     from pipeline.steps import export_matrix
 
     settings = _settings(**options)
-    results = export_matrix(settings)
+    with _locked(settings, "qcode export matrix"):
+        results = export_matrix(settings)
     click.echo(f"wrote {', '.join(str(r.path) for r in results)}")
 
 
@@ -281,7 +302,8 @@ def train(force: bool, C: float | None, evidence_scale: float | None, **options)
 
     settings = _settings(**options)
     params = {k: v for k, v in {"C": C, "evidence_scale": evidence_scale}.items() if v is not None}
-    result = train_model(settings, force=force, **params)
+    with _locked(settings, "qcode train"):
+        result = train_model(settings, force=force, **params)
     if result["fallback_codes"]:
         click.echo(f"zero-shot fallback (fewer than {settings.min_gold_per_code} gold positives): "
                    f"{', '.join(result['fallback_codes'])}")
@@ -353,3 +375,68 @@ def themes(clusters: int | None, **options) -> None:
                    f"({theme['nearest_code_similarity']})")
     path = write_themes_table(settings.out_dir, result["themes"])
     click.echo(f"{len(result['themes'])} themes from {result['candidates']} passages no code fits; see {path}")
+
+
+CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("qcode.toml"),
+                             show_default=True, help="Configuration file")
+
+
+@main.command()
+@CONFIG_OPTION
+def nightly(config_path: Path) -> None:
+    """Run the nightly rerun once, now: inbox reviews, new interviews, retraining, recoding, reports.
+
+    \b
+    Example:
+        qcode nightly --config qcode.toml
+    """
+    from pipeline.config import load_config
+
+    config = load_config(config_path)  # fails here, before Prefect starts, on a bad configuration
+    _quiet_prefect()
+    from flows.nightly import nightly as nightly_flow
+    from flows.nightly import task_runner_for
+
+    runner = task_runner_for(config.dask_address)
+    flow = nightly_flow.with_options(task_runner=runner) if runner else nightly_flow
+    state = flow(str(config_path.resolve()), return_state=True)
+    report = state.result(raise_on_failure=False) if state.is_completed() else (state.data or {})
+    report = report if isinstance(report, dict) else {}
+    for failure in report.get("failures", []):
+        click.echo(f"failed: {failure}", err=True)
+    ingest, reviews = report.get("ingest", {}), report.get("reviews") or {}
+    train = report.get("train") or {}
+    click.echo(
+        f"nightly {state.name.lower()}: {len(ingest.get('new', []))} new and {len(ingest.get('changed', []))} changed "
+        f"files, {len(ingest.get('quarantined', []))} quarantined, {reviews.get('applied', 0)} review decisions "
+        f"({len(reviews.get('rejected', []))} files rejected), {(report.get('embed') or {}).get('embedded', 0)} embedded, "
+        f"{'trained' if train.get('trained') else 'no training'}, {(report.get('code') or {}).get('coded', 0)} coded, "
+        f"{report.get('seconds', {}).get('total', 0):.1f} s")
+    if not state.is_completed():
+        sys.exit(1)
+
+
+@main.command()
+@CONFIG_OPTION
+def serve(config_path: Path) -> None:
+    """Serve the qcode-nightly deployment on its cron schedule (default 02:00 local time).
+
+    Runs until stopped (Ctrl-C). Without PREFECT_API_URL, Prefect starts a
+    temporary local server for it; with it, the deployment registers with
+    that server (see README, "Nightly reruns").
+
+    \b
+    Example:
+        qcode serve --config qcode.toml
+    """
+    from pipeline.config import load_config
+
+    config = load_config(config_path)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect import serve as prefect_serve
+
+    from flows.nightly import nightly_deployment
+
+    deployment = nightly_deployment(config_path, config)
+    click.echo(f"serving qcode-nightly on '{config.schedule}' for {len(config.rounds)} round folder(s); Ctrl-C stops")
+    prefect_serve(deployment)

@@ -99,3 +99,109 @@ class Settings:
             raise ConfigError(
                 f"speaker label(s) {', '.join(sorted(overlap))} are listed as both interviewer and respondent"
             )
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    """What the scheduled rerun does: from ``qcode.toml``, paths relative to that file."""
+
+    settings: Settings
+    rounds: tuple[Path, ...]
+    inbox: Path
+    schedule: str = "0 2 * * *"
+    timezone: str | None = None
+    retrain: bool = True
+    dask_address: str | None = None
+    lock_wait_seconds: float = 3600.0
+
+
+_CONFIG_KEYS = {
+    "qcode": {"database": str, "reports": str, "models": str, "model": str, "codebook": str, "anonymisation": str},
+    "nightly": {"rounds": list, "inbox": str, "schedule": str, "timezone": str, "retrain": bool,
+                "lock_wait_seconds": (int, float)},
+    "dask": {"address": str},
+}
+
+
+def load_config(path: Path | str) -> NightlyConfig:
+    """Read and validate ``qcode.toml``; every problem is reported at once, naming the key.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> (folder / "round1").mkdir()
+    >>> _ = (folder / "qcode.toml").write_text('[nightly]\\nrounds = ["round1"]\\nschedule = "30 1 * * *"\\n')
+    >>> config = load_config(folder / "qcode.toml")
+    >>> config.schedule, config.rounds[0].name, config.inbox.name
+    ('30 1 * * *', 'round1', 'inbox')
+    """
+    import tomllib
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no configuration file at {path}; create one (see README, 'Nightly reruns')") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    problems = []
+    for section, values in raw.items():
+        if section not in _CONFIG_KEYS:
+            problems.append(f"unknown section [{section}]; allowed: {', '.join(_CONFIG_KEYS)}")
+            continue
+        for key, value in values.items():
+            expected = _CONFIG_KEYS[section].get(key)
+            if expected is None:
+                problems.append(f"[{section}] unknown key '{key}'; allowed: {', '.join(_CONFIG_KEYS[section])}")
+            elif not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+                problems.append(f"[{section}] {key} has the wrong type ({type(value).__name__})")
+    base = path.parent
+    qcode, nightly, dask = raw.get("qcode", {}), raw.get("nightly", {}), raw.get("dask", {})
+    rounds = nightly.get("rounds", [])
+    if not rounds or not all(isinstance(r, str) for r in rounds):
+        problems.append("[nightly] rounds must list at least one round folder, e.g. rounds = [\"interviews/2026-spring\"]")
+        rounds = []
+    missing = [r for r in rounds if not (base / r).is_dir()]
+    problems += [f"[nightly] rounds: {r} is not a folder (relative paths start at {base})" for r in missing]
+    schedule = nightly.get("schedule", "0 2 * * *")
+    if not _valid_cron(schedule):
+        problems.append(f"[nightly] schedule {schedule!r} is not a cron expression like \"0 2 * * *\" (02:00 every day)")
+    zone = nightly.get("timezone")
+    if zone is not None:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            problems.append(f"[nightly] timezone {zone!r} is not a time zone name like \"Europe/London\"")
+    settings = None
+    try:
+        settings = Settings.load(
+            db_path=base / qcode["database"] if "database" in qcode else None,
+            out_dir=base / qcode["reports"] if "reports" in qcode else None,
+            models_dir=base / qcode["models"] if "models" in qcode else None,
+            codebook_path=base / qcode["codebook"] if "codebook" in qcode else None,
+            model_name=qcode.get("model"), anonymisation_policy=qcode.get("anonymisation"))
+    except ConfigError as exc:
+        problems.append(f"[qcode] {exc}")
+    if problems:
+        raise ConfigError(f"{path} has problems:\n  - " + "\n  - ".join(problems))
+    return NightlyConfig(
+        settings=settings, rounds=tuple(base / r for r in rounds), inbox=base / nightly.get("inbox", "inbox"),
+        schedule=schedule, timezone=zone, retrain=nightly.get("retrain", True),
+        dask_address=dask.get("address") or None, lock_wait_seconds=float(nightly.get("lock_wait_seconds", 3600)))
+
+
+def _valid_cron(expression: str) -> bool:
+    from datetime import datetime
+
+    try:
+        from cronsim import CronSim, CronSimError
+    except ImportError:  # cronsim comes with Prefect; without it, check the shape only
+        return isinstance(expression, str) and len(expression.split()) == 5
+    try:
+        CronSim(expression, datetime.now())
+    except CronSimError:
+        return False
+    return True

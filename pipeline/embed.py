@@ -82,19 +82,29 @@ class Embedder:
     """
 
     def __init__(self, model_name: str = DEFAULT_MODEL, *, batch_size: int = 64):
-        from sentence_transformers import SentenceTransformer
-
         self.model_name = model_name
         self.batch_size = batch_size
-        location, self.model_id = resolve_model(model_name)
-        try:
-            self.model = SentenceTransformer(location, device="cpu")
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"cannot load embedding model {model_name!r} offline ({exc.__class__.__name__}); "
-                "give a local model folder or a model already in the Hugging Face cache"
-            ) from None
-        self.max_tokens = int(self.model.max_seq_length) - 2  # room for [CLS] and [SEP]
+        self._location, self.model_id = resolve_model(model_name)
+        self._model = None
+
+    @property
+    def model(self):
+        """The sentence-transformers model, loaded on first use: a rerun that finds every vector cached never loads it."""
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            try:
+                self._model = SentenceTransformer(self._location, device="cpu")
+            except (OSError, ValueError) as exc:
+                raise ConfigError(
+                    f"cannot load embedding model {self.model_name!r} offline ({exc.__class__.__name__}); "
+                    "give a local model folder or a model already in the Hugging Face cache"
+                ) from None
+        return self._model
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.max_seq_length) - 2  # room for [CLS] and [SEP]
 
     def count_tokens(self, text: str) -> int:
         return len(self.model.tokenizer.tokenize(text))

@@ -10,7 +10,9 @@ reason the research team can act on.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import re
 import zipfile
 from dataclasses import fields
@@ -137,10 +139,12 @@ def list_transcript_files(round_dir: Path) -> list[Path]:
 
 def read_transcript(path: Path, manifest_row: dict[str, str] | None = None) -> Transcript:
     """Decode one file and resolve its metadata: front matter first, then the manifest row."""
+    data = path.read_bytes()
+    source_hash = hashlib.sha256(data + json.dumps(manifest_row or {}, sort_keys=True).encode()).hexdigest()[:32]
     if path.suffix.lower() == ".docx":
         raw_text = read_docx_text(path)
     else:
-        raw_text = decode_text(path.read_bytes(), path)
+        raw_text = decode_text(data, path)
     meta, body = split_front_matter(raw_text, path)
     merged = {k: str(v).strip() for k, v in (manifest_row or {}).items()}
     merged.update({k: str(v).strip() for k, v in meta.items() if k in META_FIELDS and v not in (None, "")})
@@ -149,7 +153,8 @@ def read_transcript(path: Path, manifest_row: dict[str, str] | None = None) -> T
     if not merged.get("council"):
         raise TranscriptError(path, f"has no council; add 'council:' to its front matter or a row for it in {MANIFEST}")
     merged.setdefault("interview_id", path.stem)
-    return Transcript(source=path.name, meta=TranscriptMeta(**{k: merged.get(k, "") for k in META_FIELDS}), text=body)
+    return Transcript(source=path.name, meta=TranscriptMeta(**{k: merged.get(k, "") for k in META_FIELDS}), text=body,
+                      source_hash=source_hash)
 
 
 def read_round(round_dir: Path) -> tuple[list[Transcript], list[Quarantined]]:

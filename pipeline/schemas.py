@@ -75,6 +75,8 @@ class Transcript:
     source: str
     meta: TranscriptMeta
     text: str
+    source_hash: str = ""
+    """Hash of the file's bytes and its manifest row: unchanged input is recognised without re-reading it."""
 
     @property
     def content_hash(self) -> str:

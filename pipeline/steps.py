@@ -8,6 +8,8 @@ database for its own work and closes it, keeping to DuckDB's one-writer rule.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from dataclasses import asdict, replace
@@ -29,12 +31,12 @@ from pipeline.errors import QcodeError, ReviewFileError, TranscriptError
 from pipeline.evaluate import indicator_matrix, read_labelled_csv
 from pipeline.gold import ImportResult, import_review, reconcile_gold
 from pipeline.ingest import read_known_names, read_round, split_turns
-from pipeline.report import ExportResult, write_analysis_tables, write_reports, write_review_files, write_run_report
+from pipeline.report import UNCHANGED, ExportResult, write_analysis_tables, write_reports, write_review_files, write_run_report
 from pipeline.review import parse_review_csv
 from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, slugify
 from pipeline.segment import segment_turns
 from pipeline.store import Store
-from pipeline.train import (ModelMismatchError, TrainingSet, cv_metrics, gold_folds, held_out_evaluation,
+from pipeline.train import (ModelMismatchError, TrainingSet, cv_metrics, gold_folds, gold_hash, held_out_evaluation,
                             labelled_training_set, load_model, model_card, model_version, save_model, training_set)
 
 log = logging.getLogger("qcode.steps")
@@ -46,22 +48,43 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def begin_run(settings: Settings, round_dir: Path, run_id: str) -> None:
+def begin_run(settings: Settings, round_dir: Path | str, run_id: str) -> None:
     with Store(settings.db_path) as store:
+        interrupted = store.mark_interrupted_runs()
+        if interrupted:
+            log.warning("%d earlier run(s) did not finish (killed or crashed); this run completes their work",
+                        interrupted)
         store.start_run(run_id, str(round_dir))
 
 
-def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestReport:
-    """Read, anonymise, split and segment every file of a round and store what is new or changed.
+def processing_fingerprint(settings: Settings, known_names: list[str]) -> str:
+    """Everything besides a file's bytes that shapes its stored passages: a change means reprocessing."""
+    parts = [sorted(known_names), settings.anonymisation_policy, sorted(settings.interviewer_labels),
+             sorted(settings.respondent_labels), settings.max_sentences_per_passage, settings.model_name]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
-    A file that cannot be used is quarantined with its reason; the others go on.
+
+def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestReport:
+    """Read, anonymise, split and segment every new or changed file of a round and store it.
+
+    A file whose bytes, manifest row and processing settings are unchanged is
+    recognised by hash and skipped; a file that cannot be used is quarantined
+    with its reason and the others go on.
     """
     transcripts, quarantined = read_round(Path(round_dir))
-    anonymiser = Anonymiser(read_known_names(Path(round_dir)))
-    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
+    known_names = read_known_names(Path(round_dir))
+    fingerprint = processing_fingerprint(settings, known_names)
     report = IngestReport(files_seen=len(transcripts) + len(quarantined), quarantined=list(quarantined))
+    anonymiser = embedder = None
     with Store(settings.db_path) as store:
         for transcript in tqdm(transcripts, desc="ingest", unit="file", disable=None):
+            source_key = hashlib.sha256(f"{transcript.source_hash}:{fingerprint}".encode()).hexdigest()[:32]
+            current = store.current_transcript(transcript.meta.key)
+            if current and current[2] == source_key:
+                report.unchanged.append(transcript.source)
+                continue
+            anonymiser = anonymiser or Anonymiser(known_names)
+            embedder = embedder or load_embedder(settings.model_name, settings.embed_batch_size)
             try:
                 redacted, found = anonymiser.redact(transcript.text)
                 if found:
@@ -77,7 +100,8 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
                                          max_tokens=embedder.max_tokens, count_tokens=embedder.count_tokens)
                 if not passages:
                     raise TranscriptError(transcript.source, "has respondent turns but no sentences to code")
-                status = store.save_transcript(SegmentedTranscript(clean, tuple(turns), tuple(passages)), run_id)
+                status = store.save_transcript(SegmentedTranscript(clean, tuple(turns), tuple(passages)), run_id,
+                                               source_key)
             except TranscriptError as exc:
                 report.quarantined.append(Quarantined(transcript.source, exc.reason))
                 log.warning("quarantined %s: %s", transcript.source, exc.reason)
@@ -87,15 +111,15 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
 
 
 def embed_passages(settings: Settings) -> dict:
-    """Embed every active passage the cache lacks, in chunks; returns counts."""
+    """Embed the active passages whose text has no cached embedding yet, in chunks; returns counts."""
     embedder = load_embedder(settings.model_name, settings.embed_batch_size)
-    embedded = 0
     with Store(settings.db_path) as store:
-        texts = [p["text"] for p in store.active_passages()]
-        for start in tqdm(range(0, len(texts), EMBED_CHUNK), desc="embed", unit="chunk", disable=None):
-            _, computed = embed_with_cache(texts[start:start + EMBED_CHUNK], embedder, store)
-            embedded += computed
-    return {"passages": len(texts), "embedded": embedded, "cache_hits": len(texts) - embedded,
+        missing = store.texts_without_embedding(embedder.model_id)
+        for start in tqdm(range(0, len(missing), EMBED_CHUNK), desc="embed", unit="chunk", disable=None):
+            chunk = missing[start:start + EMBED_CHUNK]
+            store.save_embeddings(embedder.model_id, [h for h, _ in chunk], embedder.encode([t for _, t in chunk]))
+        passages = store.count_active_passages()
+    return {"passages": passages, "embedded": len(missing), "cache_hits": passages - len(missing),
             "model_id": embedder.model_id}
 
 
@@ -129,16 +153,15 @@ def code_passages(settings: Settings, run_id: str) -> dict:
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
         coder, coder_id = current_coder(store, codebook, embedder)
-        done = store.coded_passage_ids(coder_id, codebook.version)
-        pending = [p for p in store.active_passages() if p["passage_id"] not in done]
+        pending = store.uncoded_passages(coder_id, codebook.version)
         applied = 0
         for start in range(0, len(pending), EMBED_CHUNK):
             batch = pending[start:start + EMBED_CHUNK]
-            vectors, _ = embed_with_cache([p["text"] for p in batch], embedder, store)
+            vectors, _ = embed_with_cache([text for _, text in batch], embedder, store)
             scores, uncoded = coder.score_codes(vectors)
             applied += store.save_codings(
                 coder_id=coder_id, codebook_version=codebook.version, run_id=run_id,
-                passage_ids=[p["passage_id"] for p in batch], code_ids=list(coder.classes_),
+                passage_ids=[pid for pid, _ in batch], code_ids=list(coder.classes_),
                 scores=scores, applied=coder.apply_thresholds(scores, uncoded), floor=settings.score_floor)
     return {"coder_id": coder_id, "codebook_version": codebook.version, "coded": len(pending), "applied": applied}
 
@@ -196,15 +219,26 @@ def order_for_review(passages: list[CodedPassage], thresholds: dict[str, float],
 
 
 def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
-    """Per-council summary and review CSVs and the cross-council matrix, gold outranking the model."""
-    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
+    """Per-council summary and review CSVs and the cross-council matrix, gold outranking the model.
+
+    When nothing the reports show has changed since they were last written to
+    this folder (and they are still there), nothing is recomputed or rewritten.
+    """
+    out_dir = Path(settings.out_dir)
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
+        state_key = f"reports:{out_dir.resolve()}"
+        state = {"content": store.content_state(), "codebook": codebook.version}
+        last = store.get_state(state_key)
+        if last and last["state"] == state and all(Path(p).exists() for p in last["files"]):
+            return [ExportResult(Path(p), sha, UNCHANGED) for p, sha in last["files"].items()]
+        embedder = load_embedder(settings.model_name, settings.embed_batch_size)
         passages = explain_suggestions(load_coded_passages(store), codebook, embedder, store)
-        results = write_reports(Path(settings.out_dir), passages, codebook, store.wrote_content)
+        results = write_reports(out_dir, passages, codebook, store.wrote_content)
         for result in results:
             store.record_export(result.path, result.sha256, run_id)
         store.record_exported_codes({p.passage_id: p.codes for p in passages})
+        store.set_state(state_key, {"state": state, "files": {str(r.path): r.sha256 for r in results}})
     return results
 
 
@@ -333,6 +367,7 @@ def train_model(settings: Settings, *, force: bool = False, run_id: str | None =
         folder = save_model(settings.models_dir, version, coder, card)
         store.register_coder(f"trained:{version}", "trained", embedder.model_id, codebook.version, card["thresholds"],
                              artifact=str(folder.resolve()), activate=promoted)
+        store.set_state("trained_gold", data.data_hash)
     result = {"version": version, "folder": str(folder), "promoted": promoted, "verdict": card["verdict"],
               "fallback_codes": card["zero_shot_fallback_codes"], "gold_passages": card["gold_passages"]}
     if promoted:
@@ -408,3 +443,103 @@ def emerging_themes(settings: Settings, *, clusters: int | None = None) -> dict:
                                          clusters=clusters, code_centroids=zero_shot.centroids_,
                                          code_ids=list(zero_shot.classes_))
     return {"candidates": len(passages), "themes": found}
+
+
+# Nightly reruns and distributed work ----------------------------------------------------------
+
+def import_inbox(settings: Settings, inbox: Path) -> dict:
+    """Import every review CSV dropped in ``inbox``; move each to done/ or rejected/ (with its error report)."""
+    inbox = Path(inbox)
+    files = sorted(p for p in inbox.glob("*.csv") if p.is_file()) if inbox.is_dir() else []
+    summary = {"files": len(files), "applied": 0, "rejected": [], "stale_rows": 0}
+    if not files:
+        return summary
+    for path, outcome in import_review_files(settings, files):
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        if isinstance(outcome, ReviewFileError):
+            target = _free_name(inbox / "rejected" / path.name, stamp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(target)
+            target.with_name(target.name + ".errors.txt").write_text(str(outcome) + "\n", encoding="utf-8")
+            summary["rejected"].append(path.name)
+        else:
+            target = _free_name(inbox / "done" / path.name, stamp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(target)
+            summary["applied"] += outcome.applied
+            summary["stale_rows"] += len(outcome.stale_rows)
+    return summary
+
+
+def _free_name(path: Path, stamp: str) -> Path:
+    return path if not path.exists() else path.with_name(f"{path.stem}-{stamp}{path.suffix}")
+
+
+def gold_state(settings: Settings) -> str | None:
+    """A hash of the gold and codebook version: training is only worth repeating when it changes."""
+    with Store(settings.db_path) as store:
+        gold = store.gold()
+    if not gold:
+        return None
+    codebook = load_codebook(settings.codebook_path)
+    return gold_hash(codebook.version, list(gold), [g["codes"] for g in gold.values()])
+
+
+def train_if_new_gold(settings: Settings, run_id: str) -> dict:
+    """Retrain when the gold changed since the last training; not enough gold is a note, not a failure."""
+    current = gold_state(settings)
+    with Store(settings.db_path) as store:
+        last = store.get_state("trained_gold")
+    if current is None or current == last:
+        return {"trained": False, "reason": "no new gold since the last training" if current else "no gold yet"}
+    try:
+        result = train_model(settings, run_id=run_id)
+    except QcodeError as exc:
+        return {"trained": False, "reason": str(exc)}
+    return {"trained": True, **{k: result[k] for k in ("version", "promoted", "verdict")}}
+
+
+def pending_embeddings(settings: Settings) -> tuple[str, list[tuple[str, str]]]:
+    """(model id, [(text hash, text)]) still to embed; reads only, so workers elsewhere can do the encoding."""
+    from pipeline.embed import resolve_model
+
+    _, model_id = resolve_model(settings.model_name)
+    with Store(settings.db_path) as store:
+        return model_id, store.texts_without_embedding(model_id)
+
+
+def encode_texts(model_name: str, batch_size: int, texts: list[str]):
+    """Embed a batch anywhere (a Dask worker loads the model once per process); no database access."""
+    return load_embedder(model_name, batch_size).encode(texts)
+
+
+def store_embeddings(settings: Settings, model_id: str, hashes: list[str], vectors) -> int:
+    with Store(settings.db_path) as store:
+        store.save_embeddings(model_id, hashes, vectors)
+    return len(hashes)
+
+
+def prepare_coding(settings: Settings) -> dict:
+    """The coder and the passages it still has to code, with their cached vectors, for batch scoring."""
+    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
+    with Store(settings.db_path) as store:
+        codebook = open_codebook(settings, store)
+        coder, coder_id = current_coder(store, codebook, embedder)
+        pending = store.uncoded_passages(coder_id, codebook.version)
+        vectors, _ = embed_with_cache([text for _, text in pending], embedder, store)
+    return {"coder": coder, "coder_id": coder_id, "codebook_version": codebook.version,
+            "passage_ids": [pid for pid, _ in pending], "vectors": vectors}
+
+
+def score_batch(coder, vectors) -> tuple:
+    """Scores and applied codes for a batch of vectors; pure, so it runs on any worker."""
+    scores, extra = coder.score_codes(vectors)
+    return scores, coder.apply_thresholds(scores, extra)
+
+
+def store_codings(settings: Settings, *, coder_id: str, codebook_version: str, run_id: str, passage_ids, code_ids,
+                  scores, applied) -> int:
+    with Store(settings.db_path) as store:
+        return store.save_codings(coder_id=coder_id, codebook_version=codebook_version, run_id=run_id,
+                                  passage_ids=passage_ids, code_ids=code_ids, scores=scores, applied=applied,
+                                  floor=settings.score_floor)

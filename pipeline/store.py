@@ -7,6 +7,7 @@ anonymised text and metadata; raw transcript text never reaches the database.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS transcripts (
     council VARCHAR NOT NULL, council_type VARCHAR, interview_id VARCHAR NOT NULL,
     respondent_role VARCHAR, round VARCHAR, interview_date VARCHAR, source_file VARCHAR NOT NULL,
     content_hash VARCHAR NOT NULL, anonymised_text VARCHAR NOT NULL,
-    ingested_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, retired_at TIMESTAMPTZ,
+    ingested_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, retired_at TIMESTAMPTZ, source_key VARCHAR,
     PRIMARY KEY (transcript_key, version)
 );
 CREATE TABLE IF NOT EXISTS turns (
@@ -82,6 +83,7 @@ CREATE TABLE IF NOT EXISTS review_decisions (
     kind VARCHAR NOT NULL, source_file VARCHAR NOT NULL, source_sha256 VARCHAR NOT NULL,
     codebook_version VARCHAR
 );
+CREATE TABLE IF NOT EXISTS state (key VARCHAR PRIMARY KEY, value JSON);
 CREATE TABLE IF NOT EXISTS exported_codes (
     passage_id VARCHAR PRIMARY KEY, codes VARCHAR[] NOT NULL, exported_at TIMESTAMPTZ NOT NULL
 );
@@ -191,12 +193,13 @@ class Store:
         self.con.executemany("INSERT OR IGNORE INTO codes VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     # transcripts and passages ---------------------------------------------
-    def current_transcript(self, key: str) -> tuple[int, str] | None:
+    def current_transcript(self, key: str) -> tuple[int, str, str | None] | None:
+        """(version, content hash, source key) of an interview's current version."""
         return self.con.execute(
-            "SELECT version, content_hash FROM transcripts WHERE transcript_key = ? AND retired_at IS NULL",
+            "SELECT version, content_hash, source_key FROM transcripts WHERE transcript_key = ? AND retired_at IS NULL",
             [key]).fetchone()
 
-    def save_transcript(self, segmented: SegmentedTranscript, run_id: str) -> str:
+    def save_transcript(self, segmented: SegmentedTranscript, run_id: str, source_key: str | None = None) -> str:
         """Store a segmented transcript; returns 'new', 'changed' or 'unchanged'.
 
         A changed file becomes a new version. Passages whose text is no longer
@@ -206,6 +209,9 @@ class Store:
         t, meta = segmented.transcript, segmented.transcript.meta
         current = self.current_transcript(meta.key)
         if current and current[1] == t.content_hash:
+            if source_key and current[2] != source_key:
+                self.con.execute("UPDATE transcripts SET source_key = ? WHERE transcript_key = ? AND version = ?",
+                                 [source_key, meta.key, current[0]])
             return "unchanged"
         version = (current[0] + 1) if current else 1
         now = _now()
@@ -214,9 +220,9 @@ class Store:
                 self.con.execute("UPDATE transcripts SET retired_at = ? WHERE transcript_key = ? AND version = ?",
                                  [now, meta.key, current[0]])
             self.con.execute(
-                "INSERT INTO transcripts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                "INSERT INTO transcripts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                 [meta.key, version, meta.council, meta.council_type, meta.interview_id, meta.respondent_role,
-                 meta.round, meta.date, t.source, t.content_hash, t.text, now, run_id])
+                 meta.round, meta.date, t.source, t.content_hash, t.text, now, run_id, source_key])
             self.con.executemany(
                 "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(meta.key, version, u.index, u.speaker, u.role, u.start, u.end) for u in segmented.turns])
@@ -247,6 +253,47 @@ class Store:
         cursor = self.con.execute(ACTIVE_PASSAGES)
         columns = [d[0] for d in cursor.description]
         return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    def texts_without_embedding(self, model_id: str) -> list[tuple[str, str]]:
+        """(text hash, text) of active passages whose embedding for ``model_id`` is not cached yet."""
+        return self.con.execute(
+            "SELECT DISTINCT ON (p.text_hash) p.text_hash, p.text FROM passages p "
+            "WHERE p.retired_at IS NULL AND NOT EXISTS (SELECT 1 FROM embeddings e "
+            "WHERE e.model_id = ? AND e.text_hash = p.text_hash) ORDER BY p.text_hash", [model_id]).fetchall()
+
+    def uncoded_passages(self, coder_id: str, codebook_version: str) -> list[tuple[str, str]]:
+        """(passage id, text) of active passages this coder and codebook version have not coded."""
+        return self.con.execute(
+            "SELECT p.passage_id, p.text FROM passages p WHERE p.retired_at IS NULL AND NOT EXISTS ("
+            "SELECT 1 FROM coding_sets s WHERE s.passage_id = p.passage_id AND s.coder_id = ? "
+            "AND s.codebook_version = ?) ORDER BY p.passage_id", [coder_id, codebook_version]).fetchall()
+
+    def count_active_passages(self) -> int:
+        return self.count("passages", "retired_at IS NULL")
+
+    def content_state(self) -> str:
+        """A fingerprint of everything reports show: passages, codings, gold, active coder."""
+        row = self.con.execute(
+            "SELECT (SELECT count(*) FROM passages WHERE retired_at IS NULL), "
+            "(SELECT max(ingested_at)::VARCHAR FROM transcripts), (SELECT max(retired_at)::VARCHAR FROM passages), "
+            "(SELECT count(*) FROM coding_sets), (SELECT max(coded_at)::VARCHAR FROM coding_sets), "
+            "(SELECT max(decision_id) FROM review_decisions), "
+            "(SELECT coder_id || activated_at::VARCHAR FROM coders WHERE activated_at IS NOT NULL "
+            " ORDER BY activated_at DESC LIMIT 1)").fetchone()
+        return hashlib.sha256(repr(row).encode()).hexdigest()[:16]
+
+    def get_state(self, key: str):
+        row = self.con.execute("SELECT value FROM state WHERE key = ?", [key]).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_state(self, key: str, value) -> None:
+        self.con.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", [key, json.dumps(value)])
+
+    def mark_interrupted_runs(self) -> int:
+        """Runs still 'running' when a new run starts were killed; say so instead of leaving them running."""
+        count = self.count("runs", "status = 'running'")
+        self.con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        return count
 
     # embeddings -----------------------------------------------------------
     def cached_embeddings(self, model_id: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:

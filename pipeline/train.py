@@ -61,10 +61,15 @@ def training_set(codebook: Codebook, example_vectors: np.ndarray, gold_vectors: 
     Y = indicator_matrix(example_codes + list(gold_codes), code_ids)
     is_gold = np.r_[np.zeros(len(example_vectors), bool), np.ones(len(gold_vectors), bool)]
     groups = np.array([CODEBOOK_GROUP] * len(example_vectors) + list(gold_groups), dtype=object)
-    digest = hashlib.sha256(codebook.version.encode())
-    for pid, codes in sorted(zip(gold_ids, gold_codes)):
+    return TrainingSet(X, Y, is_gold, groups, code_ids, gold_hash(codebook.version, gold_ids, gold_codes))
+
+
+def gold_hash(codebook_version: str, gold_ids, gold_codes) -> str:
+    """Identifies the training data: the codebook version and every reviewed passage's codes."""
+    digest = hashlib.sha256(codebook_version.encode())
+    for pid, codes in sorted(zip(gold_ids, (tuple(c) for c in gold_codes))):
         digest.update(f"{pid}:{','.join(sorted(codes))};".encode())
-    return TrainingSet(X, Y, is_gold, groups, code_ids, digest.hexdigest()[:12])
+    return digest.hexdigest()[:12]
 
 
 def gold_folds(data: TrainingSet, n_splits: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
