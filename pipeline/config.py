@@ -147,7 +147,7 @@ def load_config(path: Path | str) -> NightlyConfig:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     problems = []
     for section, values in raw.items():
-        if section not in _CONFIG_KEYS:
+        if section not in _CONFIG_KEYS or not isinstance(values, dict):
             problems.append(f"unknown section [{section}]; allowed: {', '.join(_CONFIG_KEYS)}")
             continue
         for key, value in values.items():
@@ -157,7 +157,14 @@ def load_config(path: Path | str) -> NightlyConfig:
             elif not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
                 problems.append(f"[{section}] {key} has the wrong type ({type(value).__name__})")
     base = path.parent
-    qcode, nightly, dask = raw.get("qcode", {}), raw.get("nightly", {}), raw.get("dask", {})
+
+    def well_typed(section: str) -> dict:
+        values = raw.get(section, {})
+        types = _CONFIG_KEYS[section]
+        return {k: v for k, v in values.items() if k in types and isinstance(v, types[k])
+                and not (types[k] is not bool and isinstance(v, bool))} if isinstance(values, dict) else {}
+
+    qcode, nightly, dask = well_typed("qcode"), well_typed("nightly"), well_typed("dask")
     rounds = nightly.get("rounds", [])
     if not rounds or not all(isinstance(r, str) for r in rounds):
         problems.append("[nightly] rounds must list at least one round folder, e.g. rounds = [\"interviews/2026-spring\"]")
@@ -178,9 +185,9 @@ def load_config(path: Path | str) -> NightlyConfig:
     settings = None
     try:
         settings = Settings.load(
-            db_path=base / qcode["database"] if "database" in qcode else None,
-            out_dir=base / qcode["reports"] if "reports" in qcode else None,
-            models_dir=base / qcode["models"] if "models" in qcode else None,
+            db_path=base / qcode.get("database", "data/qcode.duckdb"),
+            out_dir=base / qcode.get("reports", "reports"),
+            models_dir=base / qcode.get("models", "models"),
             codebook_path=base / qcode["codebook"] if "codebook" in qcode else None,
             model_name=qcode.get("model"), anonymisation_policy=qcode.get("anonymisation"))
     except ConfigError as exc:

@@ -137,3 +137,12 @@ def gold_world(gold_template, tmp_path) -> Settings:
     shutil.copytree(gold_template / "reports", tmp_path / "reports")
     shutil.copy(gold_template / "q.duckdb", tmp_path / "q.duckdb")
     return Settings.load(db_path=tmp_path / "q.duckdb", out_dir=tmp_path / "reports", models_dir=tmp_path / "models")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server (and database) for every flow test in the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -8,15 +8,8 @@ import json
 import duckdb
 import pytest
 from click.testing import CliRunner
-from prefect.testing.utilities import prefect_test_harness
 
 from pipeline.cli import main
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def test_qcode_run_end_to_end(prefect_harness, small_round, tmp_path, caplog):

@@ -59,7 +59,8 @@ def test_new_file_gets_every_table_and_one_schema_version(tmp_path):
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
             "AND table_type = 'BASE TABLE'").fetchall()}
         assert tables == {"schema_info", "runs", "codes", "transcripts", "turns", "passages", "embeddings",
-                          "coding_sets", "codings", "exports", "coders", "review_decisions", "exported_codes"}
+                          "coding_sets", "codings", "exports", "coders", "review_decisions", "exported_codes",
+                          "state"}
         assert store.con.execute("SELECT version FROM schema_info").fetchall() == [(SCHEMA_VERSION,)]
         assert store.count("passages") == 0
     assert path.exists()
@@ -92,7 +93,7 @@ def test_save_transcript_new_then_unchanged(store):
     assert store.count("transcripts") == 1
     assert store.count("turns") == 4
     assert store.count("passages") == 4
-    assert store.current_transcript("hollins-vale/HOL-01") == (1, seg.transcript.content_hash)
+    assert store.current_transcript("hollins-vale/HOL-01") == (1, seg.transcript.content_hash, None)
 
     # Same content again (a fresh object, as a rerun would build): nothing is written.
     assert store.save_transcript(segmented(INTERVIEW), "run-2") == "unchanged"
@@ -112,7 +113,7 @@ def test_save_transcript_changed_retires_vanished_and_keeps_unchanged(store):
     versions = store.con.execute(
         "SELECT version, retired_at IS NOT NULL, run_id FROM transcripts ORDER BY version").fetchall()
     assert versions == [(1, True, "run-1"), (2, False, "run-2")]
-    assert store.current_transcript("hollins-vale/HOL-01") == (2, new.transcript.content_hash)
+    assert store.current_transcript("hollins-vale/HOL-01") == (2, new.transcript.content_hash, None)
     assert store.count("turns") == 8  # 4 turns for each version
 
     rows = passage_rows(store)
