@@ -78,6 +78,9 @@ class Anonymiser:
         self.name_parts = Matcher(self.nlp.vocab)
         if parts:
             self.name_parts.add("PART", [[{"ORTH": {"IN": [p[:1].upper() + p[1:] for p in parts] + [p.upper() for p in parts]}}]])
+        # Only lines with a title or a known name can hold a name match: spaCy tokenises just those.
+        words = list(TITLES) + [re.escape(p) for p in parts]
+        self.trigger = re.compile(r"\b(?:" + "|".join(words) + r")\b", re.IGNORECASE)
 
     def find(self, text: str) -> list[Redaction]:
         """Non-overlapping spans of personal data, in text order."""
@@ -85,19 +88,26 @@ class Anonymiser:
         spans += [Redaction(m.start(), m.end(), EMAIL) for m in _EMAIL.finditer(text)]
         spans += [Redaction(m.start(), m.end(), PHONE) for m in _PHONE_CANDIDATE.finditer(text) if _phone_digits_ok(m.group())]
         spans += [Redaction(m.start(), m.end(), POSTCODE) for m in _POSTCODE.finditer(text)]
+        for line in re.finditer(r"[^\n]+", text):
+            if self.trigger.search(line.group()):
+                spans += self._names(line.group(), line.start())
+        return _without_overlaps(spans)
+
+    def _names(self, text: str, offset: int) -> list[Redaction]:
         doc = self.nlp.make_doc(text)
+        spans = []
         for _, start, end in self.titled(doc):
             first_name_token = start + 1
             if doc[first_name_token].text == ".":
                 first_name_token += 1
-            spans.append(Redaction(doc[first_name_token].idx, doc[end - 1].idx + len(doc[end - 1]), PERSON))
+            spans.append(Redaction(offset + doc[first_name_token].idx, offset + doc[end - 1].idx + len(doc[end - 1]), PERSON))
         for matcher in (self.full_names, self.name_parts):
             if not len(matcher):
                 continue
             for _, start, end in matcher(doc):
                 span = doc[start:end]
-                spans.append(Redaction(span.start_char, span.end_char, PERSON))
-        return _without_overlaps(spans)
+                spans.append(Redaction(offset + span.start_char, offset + span.end_char, PERSON))
+        return spans
 
     def redact(self, text: str) -> tuple[str, Counter]:
         """Replace every finding with its kind in brackets; return the new text and counts per kind."""

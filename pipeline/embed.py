@@ -86,6 +86,8 @@ class Embedder:
         self.batch_size = batch_size
         self._location, self.model_id = resolve_model(model_name)
         self._model = None
+        if not Path(self._location).exists():
+            self.model  # a name, not a folder: find out now, not mid-run, whether it is in the local cache
 
     @property
     def model(self):
@@ -108,6 +110,13 @@ class Embedder:
 
     def count_tokens(self, text: str) -> int:
         return len(self.model.tokenizer.tokenize(text))
+
+    def count_tokens_many(self, texts: list[str]) -> list[int]:
+        """Word pieces per text, in one batched call of the fast tokenizer."""
+        if not texts:
+            return []
+        encoded = self.model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(ids) for ids in encoded]
 
     def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """Unit-length float32 vectors, one row per text."""

@@ -97,7 +97,8 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
                 turns = split_turns(redacted, settings.interviewer_labels, settings.respondent_labels,
                                     source=transcript.source)
                 passages = segment_turns(clean, turns, max_sentences=settings.max_sentences_per_passage,
-                                         max_tokens=embedder.max_tokens, count_tokens=embedder.count_tokens)
+                                         max_tokens=embedder.max_tokens, count_tokens=embedder.count_tokens,
+                                         count_many=embedder.count_tokens_many)
                 if not passages:
                     raise TranscriptError(transcript.source, "has respondent turns but no sentences to code")
                 status = store.save_transcript(SegmentedTranscript(clean, tuple(turns), tuple(passages)), run_id,
