@@ -159,12 +159,7 @@ class ZeroShotCoder(BaseEstimator):
         applied = (scores >= self.thresholds_) & (scores >= best - self.margin)
         if uncoded is not None:
             applied &= (uncoded < best[:, 0])[:, None]
-        if self.max_codes < scores.shape[1]:
-            rank = np.argsort(-scores, axis=1, kind="stable")
-            allowed = np.zeros_like(applied)
-            np.put_along_axis(allowed, rank[:, : self.max_codes], True, axis=1)
-            applied &= allowed
-        return applied.astype(np.int8)
+        return _keep_strongest(applied, scores, self.max_codes)
 
     def fingerprint(self) -> str:
         """Short hash of parameters and centroids: a changed coder recodes, an unchanged one does not."""
@@ -173,6 +168,16 @@ class ZeroShotCoder(BaseEstimator):
         digest.update(np.round(self.centroids_, 6).tobytes())
         digest.update(np.round(self.thresholds_, 6).tobytes())
         return digest.hexdigest()[:8]
+
+
+def _keep_strongest(applied: np.ndarray, scores: np.ndarray, max_codes: int) -> np.ndarray:
+    """At most ``max_codes`` applied codes per passage: the highest-scoring ones."""
+    if max_codes < scores.shape[1]:
+        rank = np.argsort(-scores, axis=1, kind="stable")
+        allowed = np.zeros_like(applied)
+        np.put_along_axis(allowed, rank[:, :max_codes], True, axis=1)
+        applied = applied & allowed
+    return applied.astype(np.int8)
 
 
 def _unit_rows(X: np.ndarray) -> np.ndarray:
@@ -397,12 +402,7 @@ class TrainedCoder(BaseEstimator):
         if zero_shot_applied is not None:
             fallback = self.weights_ == 0
             applied[:, fallback] = np.asarray(zero_shot_applied, bool)[:, fallback]
-        if self.max_codes < scores.shape[1]:
-            rank = np.argsort(-scores, axis=1, kind="stable")
-            allowed = np.zeros_like(applied)
-            np.put_along_axis(allowed, rank[:, : self.max_codes], True, axis=1)
-            applied &= allowed
-        return applied.astype(np.int8)
+        return _keep_strongest(applied, scores, self.max_codes)
 
     def predict(self, X) -> np.ndarray:
         return self.apply_thresholds(*self.score_codes(X))

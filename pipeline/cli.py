@@ -5,6 +5,7 @@ Domain errors become a one-line message and exit code 1; nothing here holds logi
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -400,8 +401,8 @@ def nightly(config_path: Path) -> None:
     runner = task_runner_for(config.dask_address)
     flow = nightly_flow.with_options(task_runner=runner) if runner else nightly_flow
     state = flow(str(config_path.resolve()), return_state=True)
-    report = state.result(raise_on_failure=False) if state.is_completed() else (state.data or {})
-    report = report if isinstance(report, dict) else {}
+    report_file = config.settings.out_dir / "run-report.json"  # written by the run, whatever its final state
+    report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.exists() else {}
     for failure in report.get("failures", []):
         click.echo(f"failed: {failure}", err=True)
     ingest, reviews = report.get("ingest", {}), report.get("reviews") or {}

@@ -193,16 +193,23 @@ def load_coded_passages(store: Store, *, council: str | None = None) -> list[Cod
 
 def explain_suggestions(passages: list[CodedPassage], codebook: Codebook, embedder, store: Store,
                         top: int = 3) -> list[CodedPassage]:
-    """Fill each passage's ``why``: for its strongest suggestions, the nearest codebook example or gold passage."""
+    """Fill each passage's ``why``: for its strongest suggestions, the nearest codebook example or gold passage.
+
+    Passages go through in chunks, so memory stays flat however large the corpus.
+    """
     examples = [(example, (code.id,), "") for code in codebook.codes for example in code.examples]
     gold = [(p.text, p.gold, p.passage_id) for p in passages if p.gold]
-    evidence_texts = [e[0] for e in examples + gold]
-    evidence_vectors, _ = embed_with_cache(evidence_texts, embedder, store)
-    vectors, _ = embed_with_cache([p.text for p in passages], embedder, store)
-    strongest = [sorted(p.scores, key=p.scores.get, reverse=True)[:top] for p in passages]
-    why = nearest_evidence(vectors, strongest, evidence_vectors, [e[1] for e in examples + gold], evidence_texts,
-                           evidence_ids=[e[2] for e in examples + gold], passage_ids=[p.passage_id for p in passages])
-    return [replace(p, why=w) for p, w in zip(passages, why)]
+    evidence = examples + gold
+    evidence_vectors, _ = embed_with_cache([e[0] for e in evidence], embedder, store)
+    explained = []
+    for start in range(0, len(passages), EMBED_CHUNK):
+        chunk = passages[start:start + EMBED_CHUNK]
+        vectors, _ = embed_with_cache([p.text for p in chunk], embedder, store)
+        strongest = [sorted(p.scores, key=p.scores.get, reverse=True)[:top] for p in chunk]
+        why = nearest_evidence(vectors, strongest, evidence_vectors, [e[1] for e in evidence], [e[0] for e in evidence],
+                               evidence_ids=[e[2] for e in evidence], passage_ids=[p.passage_id for p in chunk])
+        explained += [replace(p, why=w) for p, w in zip(chunk, why)]
+    return explained
 
 
 def order_for_review(passages: list[CodedPassage], thresholds: dict[str, float], order: str) -> list[CodedPassage]:

@@ -355,7 +355,8 @@ class Store:
         now = _now()
         self.con.execute("INSERT OR IGNORE INTO coders VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
                          [coder_id, kind, model_id, codebook_version, json.dumps(thresholds), now, artifact])
-        if activate:
+        current = self.active_coder_record()
+        if activate and (current is None or current["coder_id"] != coder_id):
             self.con.execute("UPDATE coders SET activated_at = ? WHERE coder_id = ?", [now, coder_id])
 
     def active_coder(self) -> tuple[str, str, dict[str, float]]:

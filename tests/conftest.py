@@ -17,6 +17,17 @@ from pipeline.config import PROJECT_ROOT, Settings  # noqa: E402
 SAMPLE_ROUND = PROJECT_ROOT / "transcripts_sample"
 
 
+def query(db, sql: str, params=()):
+    """Rows from a qcode database file (a Settings or a path), opened read-only for the test's check."""
+    import duckdb
+
+    con = duckdb.connect(str(getattr(db, "db_path", db)), read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()
+
+
 @pytest.fixture(scope="session")
 def embedder():
     """The real default model (bundled all-MiniLM-L6-v2), shared by every test."""

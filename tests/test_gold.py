@@ -10,13 +10,12 @@ import sys
 import textwrap
 from dataclasses import replace
 
-import duckdb
 import pytest
 import yaml
 
 from pipeline import steps
 from pipeline.errors import CodebookError
-from conftest import run_steps
+from conftest import query, run_steps
 
 
 def run_all(round_dir, settings):
@@ -45,14 +44,6 @@ def save_like_excel(rows, path, *, delimiter=";", encoding="cp1252"):
         writer.writerow([row[c] for c in columns] + ["extra column"])
     path.write_bytes(buffer.getvalue().encode(encoding))
     return path
-
-
-def query(settings, sql, params=()):
-    con = duckdb.connect(str(settings.db_path), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def decisions(settings):

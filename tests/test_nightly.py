@@ -10,23 +10,14 @@ import subprocess
 import sys
 import textwrap
 
-import duckdb
 import pytest
 from click.testing import CliRunner
 
-from conftest import SAMPLE_ROUND, run_steps
+from conftest import SAMPLE_ROUND, query, run_steps
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import ConfigError, StoreError
 from pipeline.lock import writer_lock
-
-
-def query(db, sql, params=()):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def summary_line(output: str) -> str:
@@ -261,3 +252,22 @@ def test_embedding_and_coding_on_a_local_dask_cluster_match_the_in_process_run(p
     assert report["code"]["coded"] == expected["code"]["coded"]
     sql = "SELECT passage_id, code_id FROM codings WHERE applied ORDER BY 1, 2"
     assert query(settings.db_path, sql) == query(here.db_path, sql)
+
+
+def test_a_failing_round_does_not_stop_the_others_and_the_run_ends_failed(prefect_harness, tmp_path):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    shutil.copy(SAMPLE_ROUND / "FEN-03.txt", good / "FEN-03.txt")
+    shutil.copy(SAMPLE_ROUND / "manifest.csv", good / "manifest.csv")
+    (bad / "manifest.csv").write_text("council,interview_id\nX,1\n", encoding="utf-8")  # no 'file' column
+    path = write_config(tmp_path, '[nightly]\nrounds = ["bad", "good"]\n[qcode]\ndatabase = "q.duckdb"\n')
+
+    result = CliRunner().invoke(main, ["nightly", "--config", str(path)])
+
+    assert result.exit_code == 1
+    assert "failed: ingest bad: " in result.output and "needs a 'file' column" in result.output
+    assert summary_line(result.output).startswith("nightly failed: 1 new and 0 changed files")
+    assert query(tmp_path / "q.duckdb", "SELECT DISTINCT council FROM transcripts") == [("Fenley",)]
+    [(status,)] = query(tmp_path / "q.duckdb", "SELECT status FROM runs")
+    assert status == "completed with failures"

@@ -6,24 +6,17 @@ import csv
 
 from dataclasses import replace
 
-import duckdb
 import pytest
 
 from pipeline import steps
 from pipeline.errors import RoundError
-from conftest import run_steps
+from conftest import query, run_steps
 
 
 def run_all(round_dir, settings):
     return run_steps(round_dir, settings)
 
 
-def query(settings, sql):
-    con = duckdb.connect(str(settings.db_path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_a_round_is_coded_and_reported(small_round, settings):

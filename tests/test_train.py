@@ -11,17 +11,10 @@ import pytest
 import yaml
 from sklearn.base import clone
 
+from conftest import query
 from pipeline import steps
 from pipeline.classify import TrainedCoder, ZeroShotCoder, codebook_training_set
 from pipeline.train import ModelMismatchError, gold_folds, load_model, training_set
-
-
-def query(settings, sql, params=()):
-    con = duckdb.connect(str(settings.db_path), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="module")
