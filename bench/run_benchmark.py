@@ -83,17 +83,19 @@ def write_results(rows: list[dict], path: Path, command: str) -> None:
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, CPU only (torch)",
         f"- command: `{command}`",
         "- corpus: `bench/make_corpus.py` (interviews of 16 respondent turns of 4-9 sentences drawn, seeded, "
-        "from the sample round's respondent sentences; every passage is new text)", "",
+        "from the sample round's respondent sentences: new combinations, though some passages repeat another's "
+        "text, which the embedding cache encodes once; see 'distinct texts')", "",
         "`qcode run` times are whole commands in a fresh process: Prefect's temporary server (about 10 s), "
         "model load, ingest, anonymisation, segmentation, embedding, coding and reports. The bare encode is "
-        "`SentenceTransformer.encode(batch_size=64)` on the same passages' distinct texts, model load excluded.", "",
-        "| interviews | passages | qcode run cold (s) | pipeline passages/s | bare encode passages/s | ratio | "
+        "`SentenceTransformer.encode(batch_size=64)` on the same passages' distinct texts, model load excluded; "
+        "the ratio compares passages per second of each.", "",
+        "| interviews | passages | distinct texts | qcode run cold (s) | pipeline passages/s | bare encode passages/s | ratio | "
         "warm rerun (s) | warm embeddings | +1 interview (s) | +1 / cold | +1 embeddings | peak RSS cold (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['interviews']} | {r['passages']} | {r['cold_seconds']:.1f} | {r['pipeline_passages_per_s']:.1f} | "
+            f"| {r['interviews']} | {r['passages']} | {r['texts_embedded']} | {r['cold_seconds']:.1f} | {r['pipeline_passages_per_s']:.1f} | "
             f"{r['bare_passages_per_s']:.1f} | {r['throughput_ratio']:.2f} | {r['warm_seconds']:.1f} | "
             f"{r['warm_embedded']} | {r.get('add_one_seconds', float('nan')):.1f} | {r.get('add_one_ratio', float('nan')):.3f} | "
             f"{r.get('add_one_embedded', '')} | {r['cold_peak_rss_mb']:.0f} |")
