@@ -313,11 +313,6 @@ class Store:
             [model_id, list(hashes), vectors.shape[1], [row.tobytes() for row in vectors]])
 
     # codings --------------------------------------------------------------
-    def coded_passage_ids(self, coder_id: str, codebook_version: str) -> set[str]:
-        return {r[0] for r in self.con.execute(
-            "SELECT passage_id FROM coding_sets WHERE coder_id = ? AND codebook_version = ?",
-            [coder_id, codebook_version]).fetchall()}
-
     def save_codings(self, *, coder_id: str, codebook_version: str, run_id: str, passage_ids: Sequence[str],
                      code_ids: Sequence[str], scores: np.ndarray, applied: np.ndarray, floor: float) -> int:
         """Store scores at or above ``floor`` (and every applied code) for a batch; returns codes applied."""
@@ -434,12 +429,6 @@ class Store:
                 "kind, source_file, source_sha256, codebook_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [d["passage_id"], d["reviewer"], now, list(d["codes_before"]), list(d["codes_after"]), d.get("note"),
                  d["kind"], d["source_file"], d["source_sha256"], d.get("codebook_version")])
-
-    def decision_history(self, passage_id: str) -> list[dict]:
-        cursor = self.con.execute("SELECT * FROM review_decisions WHERE passage_id = ? ORDER BY decision_id",
-                                  [passage_id])
-        columns = [c[0] for c in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
     def gold_code_usage(self) -> dict[str, int]:
         """How many passages' reviewer decisions (each reviewer's newest) use each code id."""
