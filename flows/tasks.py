@@ -36,10 +36,7 @@ def embed_on_workers(settings) -> dict:
                for chunk in chunks]
     for chunk, future in zip(chunks, futures):
         steps.store_embeddings(settings, model_id, [h for h, _ in chunk], future.result())
-    from pipeline.store import Store
-
-    with Store(settings.db_path) as store:
-        passages = store.count_active_passages()
+    passages = steps.active_passage_count(settings)
     return {"passages": passages, "embedded": len(missing), "cache_hits": passages - len(missing), "model_id": model_id}
 
 

@@ -521,6 +521,11 @@ def encode_texts(model_name: str, batch_size: int, texts: list[str]):
     return load_embedder(model_name, batch_size).encode(texts)
 
 
+def active_passage_count(settings: Settings) -> int:
+    with Store(settings.db_path) as store:
+        return store.count_active_passages()
+
+
 def store_embeddings(settings: Settings, model_id: str, hashes: list[str], vectors) -> int:
     with Store(settings.db_path) as store:
         store.save_embeddings(model_id, hashes, vectors)

@@ -23,11 +23,6 @@ def run_all(round_dir, settings):
     return ingest, code
 
 
-@pytest.fixture
-def world(coded_world):
-    return coded_world
-
-
 def read_review(settings, council="westmarch"):
     with open(settings.out_dir / council / "review.csv", encoding="utf-8-sig", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -50,8 +45,8 @@ def decisions(settings):
     return query(settings, "SELECT count(*) FROM review_decisions")[0][0]
 
 
-def test_excel_round_trip_applies_corrections_as_gold(world, tmp_path):
-    round_dir, settings = world
+def test_excel_round_trip_applies_corrections_as_gold(coded_world, tmp_path):
+    round_dir, settings = coded_world
     rows = read_review(settings)
     rows[3]["codes"] = "la02, br03 "            # changed codes, lower case, comma, trailing space
     rows[4]["reviewed"] = "X"                    # confirmed the model's codes as they are
@@ -72,7 +67,7 @@ def test_excel_round_trip_applies_corrections_as_gold(world, tmp_path):
     by_id = {row[0]: row for row in stored}
     changed = by_id[rows[3]["passage_id"]]
     assert changed[1] == "Ana" and changed[3] == ["LA02", "BR03"]
-    assert changed[2] == [c.strip() for c in read_review_codes(world, rows[3]["passage_id"])]
+    assert changed[2] == [c.strip() for c in read_review_codes(coded_world, rows[3]["passage_id"])]
     assert by_id[rows[5]["passage_id"]][3] == [] and by_id[rows[5]["passage_id"]][4] == "small talk – café"
     assert changed[5] == "westmarch-reviewed.csv" and changed[6] == 64
     assert by_id[rows[6]["passage_id"]][3] == [c for c in rows[6]["codes"].split("; ") if c]
@@ -86,17 +81,17 @@ def test_excel_round_trip_applies_corrections_as_gold(world, tmp_path):
     assert exported[rows[5]["passage_id"]]["note"] == "small talk – café"
 
 
-def read_review_codes(world, passage_id):
+def read_review_codes(coded_world, passage_id):
     """The codes qcode exported for a passage before any review (from the template's report)."""
-    _, settings = world
+    _, settings = coded_world
     for row in read_review(settings):
         if row["passage_id"] == passage_id:
             return [c for c in row["codes"].split("; ") if c]
     raise KeyError(passage_id)
 
 
-def test_importing_the_same_file_twice_changes_nothing(world, tmp_path):
-    _, settings = world
+def test_importing_the_same_file_twice_changes_nothing(coded_world, tmp_path):
+    _, settings = coded_world
     rows = read_review(settings)
     rows[2]["codes"] = "LA05"
     path = save_like_excel(rows, tmp_path / "r.csv", delimiter=",", encoding="utf-8-sig")
@@ -109,8 +104,8 @@ def test_importing_the_same_file_twice_changes_nothing(world, tmp_path):
     assert (again.applied, again.unchanged) == (0, 1)
 
 
-def test_a_later_decision_supersedes_and_history_stays(world, tmp_path):
-    _, settings = world
+def test_a_later_decision_supersedes_and_history_stays(coded_world, tmp_path):
+    _, settings = coded_world
     rows = read_review(settings)
     passage = rows[2]["passage_id"]
     rows[2]["codes"] = "LA05"
@@ -133,8 +128,8 @@ def test_a_later_decision_supersedes_and_history_stays(world, tmp_path):
     (lambda rows: rows[4].update(passage_id=rows[3]["passage_id"]),
      f"row 6: passage_id {{pid}} also appears in row 5; keep one row per passage"),
 ])
-def test_a_bad_file_is_rejected_whole_and_applies_nothing(world, tmp_path, damage, message):
-    _, settings = world
+def test_a_bad_file_is_rejected_whole_and_applies_nothing(coded_world, tmp_path, damage, message):
+    _, settings = coded_world
     rows = read_review(settings)
     rows[2]["codes"] = "LA05"          # a good correction that must not be applied either
     damage(rows)
@@ -147,8 +142,8 @@ def test_a_bad_file_is_rejected_whole_and_applies_nothing(world, tmp_path, damag
     assert decisions(settings) == 0
 
 
-def test_a_file_without_passage_ids_is_rejected(world, tmp_path):
-    _, settings = world
+def test_a_file_without_passage_ids_is_rejected(coded_world, tmp_path):
+    _, settings = coded_world
     path = tmp_path / "no-ids.csv"
     path.write_text("council;codes;reviewed\r\nWestmarch;LA01;x\r\n", encoding="utf-8")
     [(_, outcome)] = steps.import_review_files(settings, [path], reviewer="Ana")
@@ -156,8 +151,8 @@ def test_a_file_without_passage_ids_is_rejected(world, tmp_path):
     assert decisions(settings) == 0
 
 
-def test_a_reviewed_row_needs_a_reviewer(world, tmp_path):
-    _, settings = world
+def test_a_reviewed_row_needs_a_reviewer(coded_world, tmp_path):
+    _, settings = coded_world
     rows = read_review(settings)
     rows[2]["codes"] = "LA05"
     [(_, outcome)] = steps.import_review_files(settings, [save_like_excel(rows, tmp_path / "r.csv")])
@@ -165,8 +160,8 @@ def test_a_reviewed_row_needs_a_reviewer(world, tmp_path):
     assert decisions(settings) == 0
 
 
-def test_rows_of_retired_passages_are_stale_and_the_rest_applies(world, tmp_path):
-    round_dir, settings = world
+def test_rows_of_retired_passages_are_stale_and_the_rest_applies(coded_world, tmp_path):
+    round_dir, settings = coded_world
     rows = read_review(settings)
     target = next(i for i, r in enumerate(rows) if "ten-year ambition" in r["text"])
     rows[target]["codes"] = "LA09"
@@ -183,8 +178,8 @@ def test_rows_of_retired_passages_are_stale_and_the_rest_applies(world, tmp_path
     assert query(settings, "SELECT passage_id FROM gold") == [(rows[1]["passage_id"],)]
 
 
-def test_gold_survives_reruns_and_a_codebook_change_needs_a_mapping(world, tmp_path):
-    round_dir, settings = world
+def test_gold_survives_reruns_and_a_codebook_change_needs_a_mapping(coded_world, tmp_path):
+    round_dir, settings = coded_world
     rows = read_review(settings)
     passage = rows[2]["passage_id"]
     rows[2]["codes"] = "LA15; LA05"
@@ -213,8 +208,8 @@ def test_gold_survives_reruns_and_a_codebook_change_needs_a_mapping(world, tmp_p
     assert {r["passage_id"]: r["codes"] for r in read_review(settings)}[passage] == "LA04; LA05"
 
 
-def test_a_killed_import_leaves_the_database_as_before(world, tmp_path):
-    _, settings = world
+def test_a_killed_import_leaves_the_database_as_before(coded_world, tmp_path):
+    _, settings = coded_world
     rows = read_review(settings)
     for row in rows[:20]:
         row["codes"] = "LA05"
