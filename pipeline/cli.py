@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
+import traceback
+from datetime import datetime
 from pathlib import Path
 
 import click
 
 from pipeline.config import ANONYMISATION_POLICIES, Settings
-from pipeline.errors import QcodeError
+from pipeline.errors import QcodeError, explain_system_error
 
 
 def _quiet_prefect() -> None:
@@ -23,13 +26,62 @@ def _quiet_prefect() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def _connect_prefect(settings: Settings, quiet: bool = True) -> None:
+    """Before a flow: the user's Prefect server, or a local one started with a generous wait.
+
+    ``quiet`` sends Prefect's console messages to logs/prefect.log beside the database.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if quiet:
+        _quiet_prefect()
+    from flows.prefect_server import connect, send_logs_to
+
+    if quiet:
+        send_logs_to(settings.db_path.parent / "logs" / "prefect.log")
+    connect(lambda line: click.echo(line, err=True))
+
+
 class QcodeGroup(click.Group):
+    """Every failure ends in one line on the terminal and exit code 1; a traceback goes to a log file."""
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
         except QcodeError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(1)
+            log = _write_error_log(ctx, exc.detail) if exc.detail else None
+            _fail(f"{exc}" + (f" (details in {log})" if log else ""))
+        except Exception as exc:  # noqa: BLE001 - anything else: one line, the whole error in a log file
+            log = _write_error_log(ctx, traceback.format_exc())
+            explained = explain_system_error(exc) or f"qcode stopped on an unexpected error ({type(exc).__name__})"
+            _fail(f"{explained}. The full error is in {log}" if log else
+                  f"{explained}. (The full error could not be written to a log file either.)")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def _write_error_log(ctx: click.Context, text: str) -> Path | None:
+    """The whole error in ``logs/`` beside the database the command used (or the temp folder); its path."""
+    settings = ctx.meta.get("qcode.settings")
+    if settings is None:
+        try:
+            settings = Settings.load()
+        except QcodeError:
+            settings = Settings()
+    name = f"error-{datetime.now().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    header = f"qcode {' '.join(sys.argv[1:])}\n{datetime.now().isoformat(timespec='seconds')}\n\n"
+    for folder in (settings.db_path.parent / "logs", Path(tempfile.gettempdir()) / "qcode-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(header + text, encoding="utf-8")
+            return folder / name
+        except OSError:
+            continue
+    return None
 
 
 @click.group(cls=QcodeGroup)
@@ -44,7 +96,9 @@ def main() -> None:
 
 
 def _settings(**options) -> Settings:
-    return Settings.load(**options)
+    settings = Settings.load(**options)
+    click.get_current_context().meta["qcode.settings"] = settings  # where an error log goes
+    return settings
 
 
 def _locked(settings: Settings, purpose: str, wait: float = 0.0):
@@ -78,15 +132,21 @@ def run(round_dir: Path, dask_address: str | None, wait: float, **options) -> No
         qcode run transcripts_sample/ --db data/qcode.duckdb --out reports/
     """
     settings = _settings(**options)
+    from pipeline.ingest import TRANSCRIPT_SUFFIXES, list_transcript_files
+
     if not round_dir.is_dir():
         raise QcodeError(f"{round_dir} is not a folder; pass the folder that holds the round's transcripts")
-    _quiet_prefect()
-    from flows.nightly import task_runner_for
-    from flows.run_round import run_round
+    if not list_transcript_files(round_dir):
+        raise QcodeError(f"{round_dir} holds no transcripts; qcode reads {', '.join(sorted(TRANSCRIPT_SUFFIXES))} "
+                         "files directly in the round folder (not in sub-folders)")
+    settings.prepare_folders()
+    with _locked(settings, f"qcode run {round_dir}", wait):  # before the server starts: a busy database fails fast
+        _connect_prefect(settings)
+        from flows.nightly import task_runner_for
+        from flows.run_round import run_round
 
-    runner = task_runner_for(dask_address)
-    flow = run_round.with_options(task_runner=runner) if runner else run_round
-    with _locked(settings, f"qcode run {round_dir}", wait):
+        runner = task_runner_for(dask_address)
+        flow = run_round.with_options(task_runner=runner) if runner else run_round
         report = flow(str(round_dir), settings, distributed=bool(runner))
     ingest = report["ingest"]
     for item in ingest["quarantined"]:
@@ -394,7 +454,9 @@ def nightly(config_path: Path) -> None:
     from pipeline.config import load_config
 
     config = load_config(config_path)  # fails here, before Prefect starts, on a bad configuration
-    _quiet_prefect()
+    click.get_current_context().meta["qcode.settings"] = config.settings
+    config.settings.prepare_folders()
+    _connect_prefect(config.settings)
     from flows.nightly import nightly as nightly_flow
     from flows.nightly import task_runner_for
 
@@ -433,7 +495,8 @@ def serve(config_path: Path) -> None:
     from pipeline.config import load_config
 
     config = load_config(config_path)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    click.get_current_context().meta["qcode.settings"] = config.settings
+    _connect_prefect(config.settings, quiet=False)  # serving is long-lived: Prefect's own messages about it stay visible
     from prefect import serve as prefect_serve
 
     from flows.nightly import nightly_deployment

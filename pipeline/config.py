@@ -7,6 +7,7 @@ shell can point qcode at other folders or another embedding model without code.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -79,6 +80,16 @@ class Settings:
         settings = replace(cls(), **values)
         settings.validate()
         return settings
+
+    def prepare_folders(self) -> None:
+        """Create the database and reports folders, so a folder qcode may not write stops a run before any work.
+
+        Raises the operating system's own error (PermissionError, NotADirectoryError) naming the folder.
+        """
+        for folder in (self.db_path.parent, self.out_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "Permission denied", str(folder))
 
     def validate(self) -> None:
         if self.anonymisation_policy not in ANONYMISATION_POLICIES:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
 class QcodeError(Exception):
-    """Base class: the CLI turns these into a clean one-line error and exit code 1."""
+    """Base class: the CLI turns these into a clean one-line error and exit code 1.
+
+    ``detail`` holds what would only clutter the one line (a server's own error
+    output, say); the CLI writes it to an error log and names the file.
+    """
+
+    def __init__(self, *args, detail: str | None = None):
+        super().__init__(*args)
+        self.detail = detail
 
 
 class ConfigError(QcodeError):
@@ -48,3 +57,39 @@ class RoundError(QcodeError):
 
 class StoreError(QcodeError):
     """The database cannot be opened or written."""
+
+
+class PrefectServerError(QcodeError):
+    """No Prefect API could be reached or started for a flow run."""
+
+
+def explain_system_error(exc: BaseException) -> str | None:
+    """One line saying what went wrong and what to do, for machine failures a user can fix; None otherwise.
+
+    Covers the ways a first command dies outside qcode's own checks: a full
+    disk, a folder qcode may not write, a file standing where a folder must go.
+    DuckDB reports the same failures as its own exceptions, recognised by text.
+
+    Examples
+    --------
+    >>> import errno
+    >>> explain_system_error(OSError(errno.ENOSPC, "No space left on device", "data/qcode.duckdb"))[:42]
+    'the disk is full (writing data/qcode.duckd'
+    >>> explain_system_error(KeyError("x")) is None
+    True
+    """
+    number, text = getattr(exc, "errno", None), str(exc)
+    filename = getattr(exc, "filename", None)
+    where = f" {filename}" if filename else ""
+    if number == errno.ENOSPC or "No space left on device" in text:
+        return (f"the disk is full{f' (writing {filename})' if filename else ''}; free some space (df -h shows "
+                "where) and run the same command again: what was stored before is kept and the work carries on "
+                "where it stopped")
+    if number in (errno.EACCES, errno.EPERM, errno.EROFS) or "Permission denied" in text \
+            or "Read-only file system" in text:
+        return (f"qcode may not write{where or ' to a folder it needs'}; choose folders you can write to with "
+                "--db and --out (or QCODE_DB and QCODE_OUT), or fix the folder's permissions")
+    if number in (errno.ENOTDIR, errno.EEXIST) or isinstance(exc, (NotADirectoryError, FileExistsError)):
+        return (f"a file stands where qcode needs a folder{f' ({filename})' if filename else ''}; move the file "
+                "away or choose other folders with --db and --out")
+    return None

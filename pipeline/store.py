@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -141,9 +142,11 @@ class Store:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
+                holder = re.search(r"held in (.+?) \(PID (\d+)\)", str(exc))
+                by = f" ({Path(holder[1]).name}, pid {holder[2]})" if holder else ""
                 raise StoreError(
-                    f"the database {self.path} is in use by another qcode process; "
-                    "wait for it to finish and try again"
+                    f"the database {self.path} is open in another program{by}: another qcode command, a DuckDB "
+                    "shell or a notebook. Close it or wait for it to finish, then try again"
                 ) from None
             raise StoreError(f"cannot open the database {self.path}: {exc}") from None
         if not read_only:

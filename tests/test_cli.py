@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import re
+from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -179,3 +181,96 @@ def test_themes_command_writes_themes_csv(coded_world):
     with open(settings.out_dir / "themes.csv", encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["theme"] for r in rows] == ["1", "2", "3"] and all(r["typical_passage_1"] for r in rows)
+
+
+def test_run_on_a_folder_without_transcripts_says_what_qcode_reads(tmp_path):
+    (tmp_path / "round" / "2026-spring").mkdir(parents=True)  # the transcripts sit one folder further down
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "round"), "--db", str(tmp_path / "q.duckdb")])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"Error: {tmp_path / 'round'} holds no transcripts; qcode reads .docx, .md, .txt "
+                                     "files directly in the round folder (not in sub-folders)")
+
+
+def test_run_into_a_folder_qcode_may_not_write_stops_before_any_work(small_round, tmp_path):
+    # sysfs refuses new entries even to root, so this holds however the tests are run
+    result = CliRunner().invoke(main, ["run", str(small_round), "--db", "/sys/qcode-test/q.duckdb",
+                                       "--out", str(tmp_path / "reports")])
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: qcode may not write /sys/qcode-test; choose folders you can write to with --db "
+                           "and --out (or QCODE_DB and QCODE_OUT), or fix the folder's permissions. The full error is in ")
+    log = Path(line.rsplit(" ", 1)[1])
+    assert log.parent.name == "qcode-logs"  # the database's own folder could not take it
+    assert "PermissionError" in log.read_text(encoding="utf-8")
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+
+
+def test_a_file_in_the_way_of_the_data_folder_is_named(small_round, tmp_path):
+    (tmp_path / "data").write_text("not a folder")
+    result = CliRunner().invoke(main, ["run", str(small_round), "--db", str(tmp_path / "data" / "q.duckdb"),
+                                       "--out", str(tmp_path / "reports")])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: a file stands where qcode needs a folder ({tmp_path / 'data'}); ")
+
+
+@pytest.fixture
+def failing_command(tmp_path):
+    """A command added to ``qcode`` for the test that raises what its body is given, with --db under tmp_path."""
+    raised: list[BaseException] = []
+
+    @main.command("fail-for-test")
+    @click.option("--db", "db_path", type=click.Path(path_type=Path))
+    def fail_for_test(db_path):
+        from pipeline.cli import _settings
+
+        _settings(db_path=db_path)
+        raise raised[0]
+
+    try:
+        yield lambda exc: (raised.append(exc), CliRunner().invoke(
+            main, ["fail-for-test", "--db", str(tmp_path / "data" / "q.duckdb")]))[1]
+    finally:
+        main.commands.pop("fail-for-test")
+
+
+def _real_disk_full_error() -> OSError:
+    try:
+        with open("/dev/full", "w") as full:  # the kernel's always-full device: a real ENOSPC
+            full.write("x")
+            full.flush()
+    except OSError as exc:
+        return exc
+    raise AssertionError("/dev/full accepted a write")
+
+
+def test_a_full_disk_is_one_line_with_what_to_do_and_the_whole_error_in_a_log(failing_command, tmp_path):
+    result = failing_command(_real_disk_full_error())
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: the disk is full; free some space (df -h shows where) and run the same command "
+                           "again: what was stored before is kept and the work carries on where it stopped. "
+                           f"The full error is in {tmp_path / 'data' / 'logs'}/error-")
+    log = Path(line.rsplit(" ", 1)[1])
+    assert "Traceback (most recent call last)" in log.read_text(encoding="utf-8")
+    assert "No space left on device" in log.read_text(encoding="utf-8")
+
+
+def test_an_unexpected_error_is_one_line_naming_the_log_with_the_traceback(failing_command, tmp_path):
+    result = failing_command(KeyError("council"))
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: qcode stopped on an unexpected error (KeyError). The full error is in ")
+    text = Path(line.rsplit(" ", 1)[1]).read_text(encoding="utf-8")
+    assert "raise raised[0]" in text and "KeyError: 'council'" in text
+
+
+@pytest.mark.parametrize("message", [
+    'IO Error: Could not write file "data/qcode.duckdb.wal": No space left on device',
+    'IO Error: Cannot open file "reports/x.csv": Permission denied',
+])
+def test_duckdb_reports_of_machine_failures_are_explained(message):
+    from pipeline.errors import explain_system_error
+
+    explained = explain_system_error(RuntimeError(message))
+    assert explained.startswith("the disk is full" if "space" in message else "qcode may not write to a folder it needs")

@@ -138,7 +138,7 @@ def test_a_second_writer_is_refused_with_a_clear_message(tmp_path, small_round):
         """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
-        result = CliRunner().invoke(main, ["run", str(small_round), "--db", str(db)])
+        result = CliRunner().invoke(main, ["run", str(small_round), "--db", str(db), "--out", str(tmp_path / "out")])
         assert result.exit_code == 1
         assert f"another qcode process is writing {db} (pid {holder.pid}, qcode run other-round, since" in result.output
         with pytest.raises(StoreError, match="waited 1 s"):

@@ -296,8 +296,8 @@ def test_second_process_gets_a_clear_in_use_error(tmp_path):
         with pytest.raises(StoreError) as caught:
             Store(path)
         message = str(caught.value)
-        assert "is in use by another qcode process" in message
-        assert str(path) in message
+        assert f"the database {path} is open in another program (python" in message
+        assert f"pid {holder.pid}): another qcode command, a DuckDB shell or a notebook" in message
     finally:
         holder.communicate("\n", timeout=60)
     assert holder.returncode == 0
