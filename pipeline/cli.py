@@ -96,8 +96,12 @@ def main() -> None:
 
 
 def _settings(**options) -> Settings:
-    settings = Settings.load(**options)
-    click.get_current_context().meta["qcode.settings"] = settings  # where an error log goes
+    return _remember(Settings.load(**options))
+
+
+def _remember(settings: Settings) -> Settings:
+    """The command's settings, kept so an error log goes beside the database it used."""
+    click.get_current_context().meta["qcode.settings"] = settings
     return settings
 
 
@@ -454,8 +458,7 @@ def nightly(config_path: Path) -> None:
     from pipeline.config import load_config
 
     config = load_config(config_path)  # fails here, before Prefect starts, on a bad configuration
-    click.get_current_context().meta["qcode.settings"] = config.settings
-    config.settings.prepare_folders()
+    _remember(config.settings).prepare_folders()
     _connect_prefect(config.settings)
     from flows.nightly import nightly as nightly_flow
     from flows.nightly import task_runner_for
@@ -495,7 +498,7 @@ def serve(config_path: Path) -> None:
     from pipeline.config import load_config
 
     config = load_config(config_path)
-    click.get_current_context().meta["qcode.settings"] = config.settings
+    _remember(config.settings)
     _connect_prefect(config.settings, quiet=False)  # serving is long-lived: Prefect's own messages about it stay visible
     from prefect import serve as prefect_serve
 
