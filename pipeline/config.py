@@ -35,6 +35,8 @@ _ENVIRONMENT = {
     "model_name": "QCODE_MODEL",
     "anonymisation_policy": "QCODE_ANONYMISATION",
     "models_dir": "QCODE_MODELS",
+    "tune_encoder": "QCODE_TUNE_ENCODER",
+    "encoders_dir": "QCODE_ENCODERS",
 }
 
 
@@ -61,6 +63,14 @@ class Settings:
     score_floor: float = 0.3
     models_dir: Path = Path("models")
     min_gold_per_code: int = 3
+    tune_encoder: bool = True
+    """Code with the base model fine-tuned on the codebook (built once per codebook version, see pipeline/tune.py)."""
+    encoders_dir: Path | None = None
+    """Where tuned encoders are kept [default: models_dir/encoders]."""
+
+    @property
+    def tuned_encoders_dir(self) -> Path:
+        return self.encoders_dir if self.encoders_dir is not None else self.models_dir / "encoders"
 
     @classmethod
     def load(cls, **overrides) -> "Settings":
@@ -74,9 +84,14 @@ class Settings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-        for name in ("db_path", "out_dir", "codebook_path", "models_dir"):
+        for name in ("db_path", "out_dir", "codebook_path", "models_dir", "encoders_dir"):
             if name in values:
                 values[name] = Path(values[name])
+        if isinstance(values.get("tune_encoder"), str):
+            flag = values["tune_encoder"].strip().lower()
+            if flag not in ("1", "0", "true", "false", "yes", "no"):
+                raise ConfigError(f"QCODE_TUNE_ENCODER must be true or false, not {values['tune_encoder']!r}")
+            values["tune_encoder"] = flag in ("1", "true", "yes")
         settings = replace(cls(), **values)
         settings.validate()
         return settings
@@ -127,7 +142,8 @@ class NightlyConfig:
 
 
 _CONFIG_KEYS = {
-    "qcode": {"database": str, "reports": str, "models": str, "model": str, "codebook": str, "anonymisation": str},
+    "qcode": {"database": str, "reports": str, "models": str, "model": str, "codebook": str, "anonymisation": str,
+              "tune_encoder": bool},
     "nightly": {"rounds": list, "inbox": str, "schedule": str, "timezone": str, "retrain": bool,
                 "lock_wait_seconds": (int, float)},
     "dask": {"address": str},
@@ -200,7 +216,8 @@ def load_config(path: Path | str) -> NightlyConfig:
             out_dir=base / qcode.get("reports", "reports"),
             models_dir=base / qcode.get("models", "models"),
             codebook_path=base / qcode["codebook"] if "codebook" in qcode else None,
-            model_name=qcode.get("model"), anonymisation_policy=qcode.get("anonymisation"))
+            model_name=qcode.get("model"), anonymisation_policy=qcode.get("anonymisation"),
+            tune_encoder=qcode.get("tune_encoder"))
     except ConfigError as exc:
         problems.append(f"[qcode] {exc}")
     if problems:

@@ -36,6 +36,8 @@ from pipeline.review import parse_review_csv
 from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, slugify
 from pipeline.segment import segment_turns
 from pipeline.store import Store
+from pipeline.tune import TuningParams, build_tuned_encoder, encoder_folder
+from pipeline.tune import usable as tuned_encoder_usable
 from pipeline.train import (ModelMismatchError, TrainingSet, cv_metrics, gold_folds, gold_hash, held_out_evaluation,
                             labelled_training_set, load_model, model_card, model_version, save_model, training_set)
 
@@ -113,7 +115,7 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
 
 def embed_passages(settings: Settings) -> dict:
     """Embed the active passages whose text has no cached embedding yet, in chunks; returns counts."""
-    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
+    embedder = coding_encoder(settings)
     with Store(settings.db_path) as store:
         missing = store.texts_without_embedding(embedder.model_id)
         for start in tqdm(range(0, len(missing), EMBED_CHUNK), desc="embed", unit="chunk", disable=None):
@@ -122,6 +124,33 @@ def embed_passages(settings: Settings) -> dict:
         passages = store.count_active_passages()
     return {"passages": passages, "embedded": len(missing), "cache_hits": passages - len(missing),
             "model_id": embedder.model_id}
+
+
+def coding_encoder(settings: Settings, codebook: Codebook | None = None):
+    """The encoder that embeds passages for coding: the base model tuned on this codebook, or the base itself.
+
+    The tuned encoder is built on first use for a codebook version (about a
+    minute and a half on 2 cores, with a progress bar) and reused from
+    ``models/encoders/`` (``Settings.tuned_encoders_dir``) after that. With ``tune_encoder`` off, the base model
+    (``--model``) is used as it is.
+    """
+    base = load_embedder(settings.model_name, settings.embed_batch_size)
+    if not settings.tune_encoder:
+        return base
+    codebook = codebook or load_codebook(settings.codebook_path)
+    params = TuningParams()
+    folder = encoder_folder(settings.tuned_encoders_dir, base.model_id, codebook, params)
+    if not tuned_encoder_usable(folder):
+        log.warning("tuning the encoder on codebook %s (once per codebook version; about 90 s on 2 cores)",
+                    codebook.version)
+        with tqdm(desc="tune encoder", unit="batch", disable=None) as bar:
+            def advance(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            folder = build_tuned_encoder(base.model, base.model_id, codebook, settings.tuned_encoders_dir, params,
+                                         advance)
+    return load_embedder(str(folder.resolve()), settings.embed_batch_size)
 
 
 def open_codebook(settings: Settings, store: Store) -> Codebook:
@@ -150,9 +179,9 @@ def current_coder(store: Store, codebook: Codebook, embedder) -> tuple:
 
 def code_passages(settings: Settings, run_id: str) -> dict:
     """Code every active passage not yet coded by the current coder and codebook version."""
-    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
+        embedder = coding_encoder(settings, codebook)
         coder, coder_id = current_coder(store, codebook, embedder)
         pending = store.uncoded_passages(coder_id, codebook.version)
         applied = 0
@@ -240,7 +269,7 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
         last = store.get_state(state_key)
         if last and last["state"] == state and all(Path(p).exists() for p in last["files"]):
             return [ExportResult(Path(p), sha, UNCHANGED) for p, sha in last["files"].items()]
-        embedder = load_embedder(settings.model_name, settings.embed_batch_size)
+        embedder = coding_encoder(settings, codebook)
         passages = explain_suggestions(load_coded_passages(store), codebook, embedder, store)
         results = write_reports(out_dir, passages, codebook, store.wrote_content)
         for result in results:
@@ -252,9 +281,9 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
 
 def export_reviews(settings: Settings, *, council: str | None = None, order: str = "transcript") -> list[ExportResult]:
     """review.csv for one council or all, in transcript or uncertainty order."""
-    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
+        embedder = coding_encoder(settings, codebook)
         _, _, thresholds = store.active_coder()
         passages = load_coded_passages(store, council=council)
         if council is not None and not passages:
@@ -356,9 +385,9 @@ def train_model(settings: Settings, *, force: bool = False, run_id: str | None =
 
     ``params`` override TrainedCoder's defaults (e.g. ``C``, ``evidence_scale``).
     """
-    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
+        embedder = coding_encoder(settings, codebook)
         data = gold_training_set(store, codebook, embedder)
         folds = gold_folds(data)
         active, active_id = current_coder(store, codebook, embedder)
@@ -366,7 +395,8 @@ def train_model(settings: Settings, *, force: bool = False, run_id: str | None =
         candidate_cv = cv_metrics(candidate, data, folds)
         active_cv = cv_metrics(active if isinstance(active, ZeroShotCoder) else clone(active), data, folds)
         promoted = force or candidate_cv["macro_f1"] >= active_cv["macro_f1"]
-        coder = candidate.fit(data.X, data.Y, code_ids=data.code_ids, is_gold=data.is_gold, groups=data.groups)
+        coder = candidate.fit(data.X, data.Y, code_ids=data.code_ids, is_gold=data.is_gold, groups=data.groups,
+                              sample_weight=data.sample_weight)
         version = model_version(data)
         card = model_card(version=version, coder=coder, data=data, embedding_model_id=embedder.model_id,
                           codebook_version=codebook.version, candidate=candidate_cv, active=active_cv,
@@ -397,9 +427,9 @@ def evaluate_model(settings: Settings, *, labelled: Path | None = None, train_fi
         raise QcodeError(f"unknown split {split!r}; use 'interview' or 'council'")
     if train_file is not None and labelled is None:
         raise QcodeError("--train needs --labelled: the file to test on")
-    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
+    codebook = load_codebook(settings.codebook_path)
+    embedder = coding_encoder(settings, codebook)
     with Store(settings.db_path) as store:
-        codebook = load_codebook(settings.codebook_path)
         texts, _ = codebook_training_set(codebook)
         example_vectors, _ = embed_with_cache(texts, embedder, store)
         if labelled is None:
@@ -434,9 +464,9 @@ def evaluate_model(settings: Settings, *, labelled: Path | None = None, train_fi
 
 def emerging_themes(settings: Settings, *, clusters: int | None = None) -> dict:
     """Cluster substantive passages that no code fits (no applied code, no reviewer code)."""
-    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
+        embedder = coding_encoder(settings, codebook)
         zero_shot, _ = fit_zero_shot_coder(codebook, embedder, store)
         passages = [p for p in load_coded_passages(store)
                     if not p.codes and len(p.text.split()) >= themes_module.MIN_WORDS]
@@ -507,13 +537,12 @@ def train_if_new_gold(settings: Settings, run_id: str) -> dict:
     return {"trained": True, **{k: result[k] for k in ("version", "promoted", "verdict")}}
 
 
-def pending_embeddings(settings: Settings) -> tuple[str, list[tuple[str, str]]]:
-    """(model id, [(text hash, text)]) still to embed; reads only, so workers elsewhere can do the encoding."""
-    from pipeline.embed import resolve_model
-
-    _, model_id = resolve_model(settings.model_name)
+def pending_embeddings(settings: Settings) -> tuple[str, str, list[tuple[str, str]]]:
+    """(encoder to load, its model id, [(text hash, text)] still to embed); reads only, so workers elsewhere
+    can do the encoding."""
+    embedder = coding_encoder(settings)
     with Store(settings.db_path) as store:
-        return model_id, store.texts_without_embedding(model_id)
+        return embedder.model_name, embedder.model_id, store.texts_without_embedding(embedder.model_id)
 
 
 def encode_texts(model_name: str, batch_size: int, texts: list[str]):
@@ -534,9 +563,9 @@ def store_embeddings(settings: Settings, model_id: str, hashes: list[str], vecto
 
 def prepare_coding(settings: Settings) -> dict:
     """The coder and the passages it still has to code, with their cached vectors, for batch scoring."""
-    embedder = load_embedder(settings.model_name, settings.embed_batch_size)
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
+        embedder = coding_encoder(settings, codebook)
         coder, coder_id = current_coder(store, codebook, embedder)
         pending = store.uncoded_passages(coder_id, codebook.version)
         vectors, _ = embed_with_cache([text for _, text in pending], embedder, store)

@@ -19,7 +19,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GroupKFold
 
 from pipeline.agreement import multilabel_f1
-from pipeline.classify import NO_CODE, TrainedCoder, ZeroShotCoder, codebook_training_set
+from pipeline.classify import NO_CODE, TrainedCoder, ZeroShotCoder, codebook_training_set, prototype_weights
 from pipeline.errors import QcodeError
 from pipeline.evaluate import indicator_matrix
 from pipeline.schemas import Codebook
@@ -42,6 +42,8 @@ class TrainingSet:
     groups: np.ndarray
     code_ids: tuple[str, ...]
     data_hash: str
+    sample_weight: np.ndarray
+    """Each codebook row's prototype weight (``prototype_weights``); 1 for gold rows."""
 
     @property
     def gold_counts(self) -> dict[str, int]:
@@ -61,7 +63,8 @@ def training_set(codebook: Codebook, example_vectors: np.ndarray, gold_vectors: 
     Y = indicator_matrix(example_codes + list(gold_codes), code_ids)
     is_gold = np.r_[np.zeros(len(example_vectors), bool), np.ones(len(gold_vectors), bool)]
     groups = np.array([CODEBOOK_GROUP] * len(example_vectors) + list(gold_groups), dtype=object)
-    return TrainingSet(X, Y, is_gold, groups, code_ids, gold_hash(codebook.version, gold_ids, gold_codes))
+    weights = np.r_[prototype_weights(codebook), np.ones(len(gold_vectors))]
+    return TrainingSet(X, Y, is_gold, groups, code_ids, gold_hash(codebook.version, gold_ids, gold_codes), weights)
 
 
 def gold_hash(codebook_version: str, gold_ids, gold_codes) -> str:
@@ -99,7 +102,8 @@ def cross_validated_predictions(coder, data: TrainingSet, folds) -> tuple[np.nda
             model = coder
         else:
             model = clone(coder).fit(data.X[train], data.Y[train], code_ids=data.code_ids,
-                                     is_gold=data.is_gold[train], groups=data.groups[train])
+                                     is_gold=data.is_gold[train], groups=data.groups[train],
+                                     sample_weight=data.sample_weight[train])
         s, uncoded = model.score_codes(data.X[held])
         scores[at:at + len(held)] = s
         applied[at:at + len(held)] = model.apply_thresholds(s, uncoded)
@@ -213,7 +217,7 @@ def held_out_evaluation(data: TrainingSet, folds, *, fractions=(0.1, 0.25, 0.5, 
     from pipeline.evaluate import evaluate_scores
 
     labels = [data.code_ids[int(np.argmax(row))] if row.any() else NO_CODE for row in data.Y[~data.is_gold]]
-    zero_shot = ZeroShotCoder().fit(data.X[~data.is_gold], labels)
+    zero_shot = ZeroShotCoder().fit(data.X[~data.is_gold], labels, sample_weight=data.sample_weight[~data.is_gold])
     scores, applied, held = cross_validated_predictions(zero_shot, data, folds)
     result = {"held_out_passages": int(len(held)), "folds": len(folds),
               "zero_shot": evaluate_scores(data.Y[held], scores, applied, data.code_ids), "learning_curve": []}

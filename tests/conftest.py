@@ -10,6 +10,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# One tuned encoder for the whole suite (built on first use, about 90 s), wherever a test puts its models.
+os.environ.setdefault("QCODE_ENCODERS", str(Path(__file__).resolve().parent.parent / "models" / "encoders"))
 
 from pipeline.codebook import load_codebook  # noqa: E402
 from pipeline.config import PROJECT_ROOT, Settings  # noqa: E402

@@ -7,7 +7,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from pipeline.classify import NO_CODE, ZeroShotCoder, codebook_training_set, fit_zero_shot_coder
+from pipeline.classify import NO_CODE, ZeroShotCoder, codebook_training_set, fit_zero_shot_coder, prototype_weights
 from pipeline.store import Store
 
 E = np.eye(4)
@@ -168,12 +168,43 @@ def test_fingerprint_is_stable_and_tracks_params_and_data(coder):
 def test_codebook_training_set(codebook):
     texts, labels = codebook_training_set(codebook)
     first = codebook.codes[0]
-    assert texts[0] == f"{first.label}. {first.definition}"
-    assert labels[: 1 + len(first.examples)] == [first.id] * (1 + len(first.examples))
-    assert texts[1: 1 + len(first.examples)] == list(first.examples)
-    assert len(texts) == len(codebook.codes) + sum(len(c.examples) for c in codebook.codes) + len(codebook.uncoded_examples)
+    per_code = 1 + len(first.include) + len(first.examples)
+    assert texts[:per_code] == [f"{first.label}. {first.definition}", *first.include, *first.examples]
+    assert labels[:per_code] == [first.id] * per_code
+    assert len(texts) == sum(1 + len(c.include) + len(c.examples) for c in codebook.codes) + len(codebook.uncoded_examples)
     assert labels.count(NO_CODE) == len(codebook.uncoded_examples) > 0
     assert texts[-1] == codebook.uncoded_examples[-1]
+
+
+def test_prototype_weights_give_each_code_its_definition_share(codebook):
+    _, labels = codebook_training_set(codebook)
+    weights = prototype_weights(codebook, 0.8)
+    assert len(weights) == len(labels)
+    first = codebook.codes[0]
+    definition_rows = 1 + len(first.include)
+    assert weights[:definition_rows].sum() == pytest.approx(0.8)
+    assert weights[definition_rows:definition_rows + len(first.examples)].sum() == pytest.approx(0.2)
+    for code in codebook.codes:
+        assert weights[np.array(labels) == code.id].sum() == pytest.approx(1.0)
+    assert (weights[np.array(labels) == NO_CODE] == 1.0).all()
+    with pytest.raises(ValueError, match="definition_weight must be between 0 and 1"):
+        prototype_weights(codebook, 1.5)
+
+
+def test_sample_weight_moves_a_codes_centroid_towards_its_heavier_prototypes():
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [-0.7, -0.7]])
+    y = ["LA01", "LA01", "BR01", "BR01"]
+    even = ZeroShotCoder().fit(X, y)
+    leaning = ZeroShotCoder().fit(X, y, sample_weight=[0.9, 0.1, 0.5, 0.5])
+    la01 = list(even.classes_).index("LA01")
+    assert even.centroids_[la01] == pytest.approx([2 ** -0.5, 2 ** -0.5])
+    assert leaning.centroids_[la01] == pytest.approx(np.array([0.9, 0.1]) / np.hypot(0.9, 0.1))
+    ignored = ZeroShotCoder().fit(X, y, sample_weight=[1.0, 0.0, 0.5, 0.5])
+    assert ignored.centroids_[la01] == pytest.approx([1.0, 0.0])
+    with pytest.raises(ValueError, match="one non-negative weight per row"):
+        ZeroShotCoder().fit(X, y, sample_weight=[1.0, -1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="one non-negative weight per row"):
+        ZeroShotCoder().fit(X, y, sample_weight=[1.0, 1.0])
 
 
 # the real model and codebook -------------------------------------------------

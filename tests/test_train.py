@@ -100,7 +100,8 @@ def test_training_promotes_a_better_model_and_recodes_without_touching_gold(gold
     for field in ("embedding_model_id", "codebook_version", "training_data_hash", "gold_positives_per_code",
                   "cross_validation", "created_at", "verdict"):
         assert card[field]
-    assert card["embedding_model_id"].startswith("sentence-transformers/all-MiniLM-L6-v2@53aa5117")
+    # the bundled MiniLM, tuned on this codebook version
+    assert card["embedding_model_id"].startswith(f"all-MiniLM-L6-v2-53aa5117-tuned-{card['codebook_version']}-")
     assert min(card["gold_positives_per_code"].values()) >= 11
     cv = card["cross_validation"]
     assert set(cv["candidate"]["per_code"]) == set(card["gold_positives_per_code"])
@@ -156,7 +157,8 @@ def test_a_model_for_another_codebook_is_refused_and_coding_falls_back_to_zero_s
     assert "the active model cannot be used" in caplog.text and "run 'qcode train'" in caplog.text
 
 
-def test_held_out_evaluation_reports_zero_shot_and_a_learning_curve(settings, codebook, embedder, example_vectors):
+def test_held_out_evaluation_reports_zero_shot_and_a_learning_curve(settings, codebook):
+    from pipeline.classify import prototype_weights
     from pipeline.config import PROJECT_ROOT
     from pipeline.evaluate import evaluate_scores, indicator_matrix, read_labelled_csv
 
@@ -164,9 +166,10 @@ def test_held_out_evaluation_reports_zero_shot_and_a_learning_curve(settings, co
     result = steps.evaluate_model(settings, labelled=dev, split="council", folds=4)
 
     rows = read_labelled_csv(dev, codebook.ids)
-    _, labels = codebook_training_set(codebook)
-    zero_shot = ZeroShotCoder().fit(example_vectors, labels)
-    scores, uncoded = zero_shot.score_codes(embedder.encode([r.text for r in rows]))
+    texts, labels = codebook_training_set(codebook)
+    encoder = steps.coding_encoder(settings, codebook)  # the encoder qcode codes with, computed independently here
+    zero_shot = ZeroShotCoder().fit(encoder.encode(texts), labels, sample_weight=prototype_weights(codebook))
+    scores, uncoded = zero_shot.score_codes(encoder.encode([r.text for r in rows]))
     expected = evaluate_scores(indicator_matrix([r.codes for r in rows], list(zero_shot.classes_)), scores,
                                zero_shot.apply_thresholds(scores, uncoded), list(zero_shot.classes_))
     assert result["held_out_passages"] == len(rows) and result["folds"] == 4
