@@ -1,9 +1,9 @@
 """Coders that turn passage embeddings into multi-label code suggestions.
 
 ``ZeroShotCoder`` needs no reviewed data: it is fitted on the codebook itself
-(each code's label and definition, plus its example utterances, and the
-uncoded examples as negatives) and scores a passage by how close it sits to
-each code's nearest examples. It follows the scikit-learn estimator contract,
+(each code's label and definition, include notes and example utterances, and
+the uncoded examples as negatives) and scores a passage by how close it sits
+to each code's weighted centroid. It follows the scikit-learn estimator contract,
 so later coders trained on gold can be compared and swapped with it.
 """
 
@@ -29,9 +29,10 @@ DEFINITION_WEIGHT = 0.8
 The rest comes from its example utterances. Examples are written in our own
 style and pull the coder towards it: with the tuned encoder, definitions alone
 scored 0.63 top-1 on real report prose but 0.67 on our development set,
-examples-heavy centroids the reverse (0.46 and 0.79). 0.8 is the largest
-definition share that keeps our development set above 0.70 top-1 (0.707);
-it was chosen on the development set, not on the real-language set.
+examples-heavy centroids the reverse (0.46 and 0.79), in exploratory runs.
+0.8 is the largest definition share that kept our development set above 0.70
+top-1 (0.713 in bench/quality.py); it was chosen on the development set, not
+on the real-language set.
 """
 
 
@@ -90,9 +91,10 @@ def fit_zero_shot_coder(codebook: Codebook, embedder: Embedder, cache: Embedding
 class ZeroShotCoder(BaseEstimator):
     """Nearest-centroid coder fitted on the codebook's own descriptions and examples.
 
-    Each code is represented by the normalised mean of its prototypes (its
-    label and definition, and its example utterances); a passage's score for a
-    code is its cosine similarity to that centroid. On our development set
+    Each code is represented by the normalised weighted mean of its prototypes
+    (its label and definition, include notes and example utterances, weighted
+    by ``sample_weight`` in ``fit``); a passage's score for a code is its
+    cosine similarity to that centroid. On our development set
     this beat nearest-example voting and a logistic head on the examples (see
     README, "Coding quality"). A code is applied when its score reaches the
     code's threshold and lies within ``margin`` of the passage's best score,

@@ -148,13 +148,24 @@ def weights_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
+_checked: dict[Path, tuple] = {}
+"""Folders whose weights matched their card, with the weights file's (size, mtime) then: hashed once per process."""
+
+
 def usable(folder: Path) -> bool:
     """True when ``folder`` holds a tuned encoder whose weights match its card."""
     try:
+        stat = (folder / "model.safetensors").stat()
+        signature = (stat.st_size, stat.st_mtime_ns, (folder / CARD).stat().st_mtime_ns)
+        if _checked.get(Path(folder).resolve()) == signature:
+            return True
         card = json.loads((folder / CARD).read_text(encoding="utf-8"))
-        return card.get("weights_sha256") == weights_hash(folder)
+        if card.get("weights_sha256") != weights_hash(folder):
+            return False
     except (OSError, ValueError):
         return False
+    _checked[Path(folder).resolve()] = signature
+    return True
 
 
 def build_tuned_encoder(base_model, base_model_id: str, codebook: Codebook, encoders_dir: Path,
