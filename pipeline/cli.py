@@ -356,8 +356,9 @@ def train(force: bool, C: float | None, evidence_scale: float | None, **options)
     """Train a coder on reviewers' gold and promote it if it is not worse.
 
     The new model and the active coder are cross-validated on the same folds
-    (gold split by interview); the new one becomes active only if its macro F1
-    is not lower, unless --force. Every unreviewed passage is then recoded.
+    (gold split by interview); the new one becomes active only if neither its
+    macro F1 nor its top-1 accuracy is lower, unless --force. Every unreviewed
+    passage is then recoded.
 
     \b
     Example:

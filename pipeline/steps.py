@@ -39,7 +39,8 @@ from pipeline.store import Store
 from pipeline.tune import TuningParams, build_tuned_encoder, encoder_folder
 from pipeline.tune import usable as tuned_encoder_usable
 from pipeline.train import (ModelMismatchError, TrainingSet, cv_metrics, gold_folds, gold_hash, held_out_evaluation,
-                            labelled_training_set, load_model, model_card, model_version, save_model, training_set)
+                            labelled_training_set, load_model, model_card, model_version, not_worse, save_model,
+                            training_set)
 
 log = logging.getLogger("qcode.steps")
 
@@ -394,7 +395,7 @@ def train_model(settings: Settings, *, force: bool = False, run_id: str | None =
         candidate = TrainedCoder(**{"min_positives": settings.min_gold_per_code, **params})
         candidate_cv = cv_metrics(candidate, data, folds)
         active_cv = cv_metrics(active if isinstance(active, ZeroShotCoder) else clone(active), data, folds)
-        promoted = force or candidate_cv["macro_f1"] >= active_cv["macro_f1"]
+        promoted = force or not_worse(candidate_cv, active_cv)
         coder = candidate.fit(data.X, data.Y, code_ids=data.code_ids, is_gold=data.is_gold, groups=data.groups,
                               sample_weight=data.sample_weight)
         version = model_version(data)

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import GroupKFold
 
-from pipeline.agreement import multilabel_f1
+from pipeline.agreement import multilabel_f1, top_k_accuracy
 from pipeline.classify import NO_CODE, TrainedCoder, ZeroShotCoder, codebook_training_set, prototype_weights
 from pipeline.errors import QcodeError
 from pipeline.evaluate import indicator_matrix
@@ -112,11 +112,29 @@ def cross_validated_predictions(coder, data: TrainingSet, folds) -> tuple[np.nda
 
 
 def cv_metrics(coder, data: TrainingSet, folds) -> dict:
-    """Macro and micro F1 and per-code figures of a coder configuration on the given folds."""
-    _, applied, held = cross_validated_predictions(coder, data, folds)
+    """Macro and micro F1, top-1 accuracy and per-code figures of a coder configuration on the given folds."""
+    scores, applied, held = cross_validated_predictions(coder, data, folds)
     report = multilabel_f1(data.Y[held], applied, data.code_ids)
-    return {"macro_f1": report.macro_f1, "micro_f1": report.micro_f1, "per_code": report.per_code,
+    return {"macro_f1": report.macro_f1, "micro_f1": report.micro_f1,
+            "top1_accuracy": top_k_accuracy(data.Y[held], scores, 1), "per_code": report.per_code,
             "held_out_passages": int(len(held))}
+
+
+def not_worse(candidate: dict, active: dict) -> bool:
+    """The promotion gate: a retrained coder replaces the active one only if it is no worse in macro F1
+    (every code counts) and in top-1 accuracy (the main code of each passage) on the same folds.
+
+    Macro F1 alone let a coder trained on two gold passages per code through while its top-1 on real
+    report prose fell from 0.56 to 0.43 (bench/quality.py).
+
+    Examples
+    --------
+    >>> not_worse({"macro_f1": 0.62, "top1_accuracy": 0.50}, {"macro_f1": 0.61, "top1_accuracy": 0.56})
+    False
+    >>> not_worse({"macro_f1": 0.62, "top1_accuracy": 0.56}, {"macro_f1": 0.61, "top1_accuracy": 0.56})
+    True
+    """
+    return candidate["macro_f1"] >= active["macro_f1"] and candidate["top1_accuracy"] >= active["top1_accuracy"]
 
 
 def model_version(data: TrainingSet, now: datetime | None = None) -> str:
@@ -130,8 +148,9 @@ def model_card(*, version: str, coder: TrainedCoder, data: TrainingSet, embeddin
     fallback = [c for c, n in data.gold_counts.items() if n < min_positives]
     margin = candidate["macro_f1"] - active["macro_f1"]
     verdict = (f"{'promoted' if promoted else 'not promoted'}: cross-validated macro F1 {candidate['macro_f1']:.3f} "
-               f"vs {active['macro_f1']:.3f} for the active coder {active_id} ({margin:+.3f})"
-               + (" -- promoted by --force" if forced and margin < 0 else ""))
+               f"vs {active['macro_f1']:.3f} for the active coder {active_id} ({margin:+.3f}), top-1 "
+               f"{candidate['top1_accuracy']:.3f} vs {active['top1_accuracy']:.3f}"
+               + (" -- promoted by --force" if forced and not not_worse(candidate, active) else ""))
     return {
         "version": version, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "kind": "trained", "estimator": "TrainedCoder (per-code logistic regression blended with zero-shot)",

@@ -108,6 +108,7 @@ def test_training_promotes_a_better_model_and_recodes_without_touching_gold(gold
     assert cv["candidate"]["held_out_passages"] == card["gold_passages"]
     assert result["promoted"] is True, card["verdict"]
     assert cv["candidate"]["macro_f1"] >= cv["active"]["macro_f1"]
+    assert cv["candidate"]["top1_accuracy"] >= cv["active"]["top1_accuracy"]
     assert card["verdict"].startswith("promoted: cross-validated macro F1")
     assert "# qcode model" in (settings.models_dir / result["version"] / "card.md").read_text()
     coder_id = f"trained:{result['version']}"
@@ -195,3 +196,12 @@ def test_themes_are_deterministic_and_only_hold_passages_no_code_fits(coded_worl
     typical = [text for theme in first["themes"] for text in theme["typical_passages"]]
     assert typical and not set(typical) & coded_texts
     assert all(len(text.split()) >= 12 for text in typical)
+
+
+def test_the_gate_refuses_a_coder_better_in_macro_f1_but_worse_at_the_main_code():
+    from pipeline.train import not_worse
+
+    active = {"macro_f1": 0.611, "top1_accuracy": 0.556}  # zero-shot on real report prose
+    assert not not_worse({"macro_f1": 0.615, "top1_accuracy": 0.426}, active)  # trained on 1.9 gold per code
+    assert not not_worse({"macro_f1": 0.600, "top1_accuracy": 0.600}, active)
+    assert not_worse({"macro_f1": 0.611, "top1_accuracy": 0.556}, active)
