@@ -15,9 +15,10 @@ left uncoded, and passages/s of encoding, for
   (trained on four, scored on the fifth; nothing trained on it is kept).
 
 Coders: "landed" is the zero-shot coder as first shipped (base encoder,
-centroid of label + definition and examples, all weighted alike); "current" is
-what ``qcode run`` uses now (encoder tuned on the codebook, definition side
-weighted by DEFINITION_WEIGHT, include notes among the prototypes).
+centroid of label + definition and examples, all weighted alike, uncoded
+examples as one centroid); "current" is what ``qcode run`` uses now (encoder
+tuned on the codebook, definition side weighted by DEFINITION_WEIGHT, include
+notes among the prototypes, the nearest three uncoded examples).
 """
 
 from __future__ import annotations
@@ -54,12 +55,12 @@ def landed_prototypes(codebook):
             labels.append(code.id)
     texts += list(codebook.uncoded_examples)
     labels += [NO_CODE] * len(codebook.uncoded_examples)
-    return texts, labels, None
+    return texts, labels, None, ZeroShotCoder(uncoded_neighbours=None)
 
 
 def current_prototypes(codebook):
     texts, labels = codebook_training_set(codebook)
-    return texts, labels, prototype_weights(codebook)
+    return texts, labels, prototype_weights(codebook), ZeroShotCoder()
 
 
 def main() -> None:
@@ -84,9 +85,9 @@ def main() -> None:
     code_ids = sorted(codebook.ids)
     table = []
     for coder_name, (embedder, prototypes) in coders.items():
-        texts, labels, weights = prototypes(codebook)
+        texts, labels, weights, zero_shot = prototypes(codebook)
         example_vectors = embedder.encode(texts)
-        zero_shot = ZeroShotCoder().fit(example_vectors, labels, sample_weight=weights)
+        zero_shot.fit(example_vectors, labels, sample_weight=weights)
         for set_name, labelled in rows.items():
             started = time.perf_counter()
             vectors = embedder.encode([r.text for r in labelled])

@@ -38,7 +38,7 @@ def test_fit_learns_sorted_classes_axis_centroids_and_hand_thresholds(coder):
     assert coder.classes_.tolist() == ["BR01", "LA01", "LA02"]
     assert coder.n_features_in_ == 4
     np.testing.assert_allclose(coder.centroids_, [E[1], E[2], E[0]])
-    np.testing.assert_allclose(coder.uncoded_centroid_, E[3])
+    np.testing.assert_allclose(coder.uncoded_prototypes_, [E[3], E[3]])
     np.testing.assert_allclose(coder.thresholds_, [HAND_THRESHOLD] * 3)
 
 
@@ -104,7 +104,7 @@ def test_uncoded_gate_gives_no_code_to_a_passage_nearest_the_uncoded_examples(co
     assert coder.predict(passage).tolist() == [[0, 0, 0]]
     # Without uncoded examples the same passage gets LA02: the gate is what held it back.
     no_negatives = ZeroShotCoder().fit(X_TRAIN[:9], Y_TRAIN[:9])
-    assert no_negatives.uncoded_centroid_ is None
+    assert no_negatives.uncoded_prototypes_ is None
     assert no_negatives.predict(passage).tolist() == [[0, 0, 1]]
     # Closer to the code than to the uncoded examples: coded.
     assert coder.predict(np.array([[0.8, 0.0, 0.0, 0.6]])).tolist() == [[0, 0, 1]]
@@ -139,9 +139,11 @@ def test_invalid_data_raises():
 
 
 def test_clone_and_get_params_round_trip(coder):
-    custom = ZeroShotCoder(margin=0.1, max_codes=2, threshold_shift=0.0, threshold_bounds=(0.1, 0.9))
+    custom = ZeroShotCoder(margin=0.1, max_codes=2, threshold_shift=0.0, threshold_bounds=(0.1, 0.9),
+                           uncoded_neighbours=5)
     params = custom.get_params()
-    assert params == {"margin": 0.1, "max_codes": 2, "threshold_shift": 0.0, "threshold_bounds": (0.1, 0.9)}
+    assert params == {"margin": 0.1, "max_codes": 2, "threshold_shift": 0.0, "threshold_bounds": (0.1, 0.9),
+                      "uncoded_neighbours": 5}
     assert ZeroShotCoder(**params).get_params() == params
     fitted = custom.fit(X_TRAIN, Y_TRAIN)
     copy = clone(fitted)
@@ -242,3 +244,19 @@ def test_on_topic_sentence_gets_its_code_and_small_talk_gets_none(real_coder, em
     assert classes[int(np.argmax(scores[0]))] == "LA02"
     assert applied[0, classes.index("LA02")] == 1
     assert applied[1].sum() == 0
+
+
+def test_the_uncoded_score_is_the_mean_of_the_nearest_uncoded_examples():
+    X = np.vstack([E[0], E[0], unit([0, 1, 0, 0]), unit([0, 0, 1, 0]), unit([0, 0, 0, 1])])
+    y = ["LA01", "LA01", NO_CODE, NO_CODE, NO_CODE]
+    passage = np.array([unit([0.3, 0.8, 0.5, 0.0])])
+    _, nearest_one = ZeroShotCoder(uncoded_neighbours=1).fit(X, y).score_codes(passage)
+    _, nearest_two = ZeroShotCoder(uncoded_neighbours=2).fit(X, y).score_codes(passage)
+    _, all_three = ZeroShotCoder(uncoded_neighbours=9).fit(X, y).score_codes(passage)
+    np.testing.assert_allclose(nearest_one, passage[0, 1])
+    np.testing.assert_allclose(nearest_two, (passage[0, 1] + passage[0, 2]) / 2)
+    np.testing.assert_allclose(all_three, passage[0, 1:].sum() / 3)  # more neighbours than examples: all of them
+    _, centroid = ZeroShotCoder(uncoded_neighbours=None).fit(X, y).score_codes(passage)
+    np.testing.assert_allclose(centroid, passage[0] @ unit([0, 1, 1, 1]))  # the rule qcode first shipped with
+    with pytest.raises(ValueError, match="uncoded_neighbours must be a positive integer or None"):
+        ZeroShotCoder(uncoded_neighbours=0).fit(X, y)
