@@ -66,8 +66,11 @@ def _qcode_command() -> str:
 def test_the_readme_command_codes_the_sample_round_with_an_empty_prefect_home(tmp_path):
     shutil.copytree(SAMPLE_ROUND, tmp_path / "transcripts_sample")  # what a fresh clone has beside the code
 
+    # A new user's Prefect home and folders; the suite's tuned encoder is shared (building it again here would
+    # add 80 s to every run; tests/test_tune.py covers the build).
+    env = _fresh_user_environment(tmp_path, QCODE_ENCODERS=os.environ["QCODE_ENCODERS"])
     done = subprocess.run([_qcode_command(), "run", "transcripts_sample/"], cwd=tmp_path, capture_output=True,
-                          text=True, env=_fresh_user_environment(tmp_path), timeout=600)
+                          text=True, env=env, timeout=600)
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
