@@ -31,9 +31,10 @@ def _connect_prefect(settings: Settings, quiet: bool = True) -> None:
 
     ``quiet`` sends Prefect's console messages to logs/prefect.log beside the database.
     """
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if quiet:
         _quiet_prefect()
+    else:
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.prefect_server import connect, send_logs_to
 
     if quiet:

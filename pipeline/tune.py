@@ -94,7 +94,6 @@ def fine_tune(model, codebook: Codebook, params: TuningParams = TuningParams(),
     """
     import torch
 
-    random.seed(params.seed)
     torch.manual_seed(params.seed)
     descriptions = {code.id: code_description(code) for code in codebook.codes}
     pairs = codebook_pairs(codebook)
