@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import traceback
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -106,14 +107,21 @@ def _remember(settings: Settings) -> Settings:
     return settings
 
 
+@contextmanager
 def _locked(settings: Settings, purpose: str, wait: float = 0.0):
+    """Hold the database's lock for the whole command, and find a damaged database before any work starts."""
     from pipeline.lock import writer_lock
+    from pipeline.store import Store
 
-    return writer_lock(settings.db_path, wait_seconds=wait, purpose=purpose)
+    with writer_lock(settings.db_path, wait_seconds=wait, purpose=purpose):
+        if Path(settings.db_path).exists():
+            with Store(settings.db_path, read_only=True) as store:
+                store.check_readable()
+        yield
 
 
 WAIT_OPTION = click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True,
-                           help="Seconds to wait for another qcode process writing the same database")
+                           help="Seconds to wait for another qcode command using the same database")
 
 
 @main.command()
@@ -274,7 +282,8 @@ def review_import(files: tuple[Path, ...], reviewer: str | None, **options) -> N
 @click.option("--council", help="Only this council [default: all]")
 @click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Folder for the CSVs [default: reports/agreement/]")
-def agreement(council: str | None, db_path: Path | None, out_dir: Path | None) -> None:
+@WAIT_OPTION
+def agreement(council: str | None, db_path: Path | None, out_dir: Path | None, wait: float) -> None:
     """Agreement between the model and reviewers, and between reviewers who double coded.
 
     Per code: precision, recall, F1, Cohen's kappa and Krippendorff's alpha
@@ -290,7 +299,8 @@ def agreement(council: str | None, db_path: Path | None, out_dir: Path | None) -
     from pipeline.steps import agreement_report
 
     settings = _settings(db_path=db_path)
-    report = agreement_report(settings, council=council)
+    with _locked(settings, "qcode agreement", wait):
+        report = agreement_report(settings, council=council)
     if not report["reviewed_passages"]:
         raise QcodeError("no reviewed passages yet; import reviewers' CSVs with 'qcode review import' first")
     folder = out_dir or settings.out_dir / "agreement"
@@ -389,7 +399,9 @@ def train(force: bool, C: float | None, evidence_scale: float | None, **options)
               help="Hold out whole interviews, or whole councils")
 @click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Folder for the CSVs [default: reports/evaluation/]")
-def evaluate(labelled: Path | None, train_file: Path | None, split: str, db_path: Path | None, out_dir: Path | None) -> None:
+@WAIT_OPTION
+def evaluate(labelled: Path | None, train_file: Path | None, split: str, db_path: Path | None, out_dir: Path | None,
+             wait: float) -> None:
     """Held-out evaluation: zero-shot vs trained coder, per code, with a learning curve.
 
     \b
@@ -401,7 +413,8 @@ def evaluate(labelled: Path | None, train_file: Path | None, split: str, db_path
     from pipeline.steps import evaluate_model
 
     settings = _settings(db_path=db_path)
-    result = evaluate_model(settings, labelled=labelled, train_file=train_file, split=split)
+    with _locked(settings, "qcode evaluate", wait):
+        result = evaluate_model(settings, labelled=labelled, train_file=train_file, split=split)
     click.echo(f"held out: {result['held_out_passages']} passages ({result['source']}, split by {result['split']}, "
                f"{result['folds']} fold(s), trained on {result['trained_on']})")
     click.echo(f"  {'coder':<22}{'gold/code':>10}{'top-1':>8}{'top-3':>8}{'micro F1':>10}{'macro F1':>10}")
@@ -422,7 +435,8 @@ def evaluate(labelled: Path | None, train_file: Path | None, split: str, db_path
 @click.option("--clusters", type=click.IntRange(1, 50), help="Number of themes [default: about sqrt(n/2), at most 10]")
 @click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Reports folder [default: reports/]")
-def themes(clusters: int | None, **options) -> None:
+@WAIT_OPTION
+def themes(clusters: int | None, wait: float, **options) -> None:
     """Candidate new codes: clusters of substantive passages that no code fits.
 
     Deterministic for a given database (fixed seeds). Writes themes.csv.
@@ -435,7 +449,8 @@ def themes(clusters: int | None, **options) -> None:
     from pipeline.steps import emerging_themes
 
     settings = _settings(**options)
-    result = emerging_themes(settings, clusters=clusters)
+    with _locked(settings, "qcode themes", wait):
+        result = emerging_themes(settings, clusters=clusters)
     for theme in result["themes"]:
         click.echo(f"theme {theme['theme']}: {theme['size']} passages from {theme['councils']} councils; "
                    f"key terms: {theme['key_terms']}; nearest code {theme['nearest_code']} "

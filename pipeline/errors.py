@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 from pathlib import Path
 
 
@@ -63,6 +64,23 @@ class PrefectServerError(QcodeError):
     """No Prefect API could be reached or started for a flow run."""
 
 
+_DAMAGED_DATABASE = re.compile(r"not a valid DuckDB database|Could not read enough bytes|checksum|corrupt", re.I)
+
+
+def is_damaged_database(exc: BaseException) -> bool:
+    """Whether DuckDB's error says the database file itself is damaged (truncated, overwritten, not DuckDB)."""
+    return bool(_DAMAGED_DATABASE.search(str(exc)))
+
+
+def damaged_database_message(path, exc: BaseException) -> str:
+    """What a damaged database means for the user and what to do; qcode never deletes or repairs the file."""
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+    where = f" {path}" if path else ""
+    return (f"the database{where} is damaged or is not a qcode database ({detail}). qcode leaves it as it is: "
+            "restore it from your backup, or move it aside to start a new database (its review decisions would "
+            "then be missing until you restore it)")
+
+
 def explain_system_error(exc: BaseException) -> str | None:
     """One line saying what went wrong and what to do, for machine failures a user can fix; None otherwise.
 
@@ -79,6 +97,8 @@ def explain_system_error(exc: BaseException) -> str | None:
     True
     """
     number, text = getattr(exc, "errno", None), str(exc)
+    if is_damaged_database(exc):
+        return damaged_database_message(None, exc)
     filename = getattr(exc, "filename", None)
     where = f" {filename}" if filename else ""
     if number == errno.ENOSPC or "No space left on device" in text:

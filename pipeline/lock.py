@@ -44,7 +44,7 @@ def writer_lock(db_path: Path | str, *, wait_seconds: float = 0.0, purpose: str 
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise StoreError(
-                        f"another qcode process is writing {db_path} ({_holder(handle)}); waited {wait_seconds:.0f} s. "
+                        f"another qcode command is using {db_path} ({_holder(handle)}); waited {wait_seconds:.0f} s. "
                         "Try again when it has finished, or raise the wait with --wait SECONDS") from None
                 time.sleep(0.5)
         handle.seek(0)

@@ -34,8 +34,13 @@ class ExportResult:
 WrittenByQcode = Callable[[str], bool]
 """Answers whether qcode ever wrote a file with the given sha256 (anything else was edited by someone)."""
 
+RememberExport = Callable[[Path, str], None]
+"""Records that qcode is writing ``path`` with the given sha256; called before the file is replaced, so a run
+killed mid-write never leaves a file of qcode's own that the next run mistakes for a reviewer's edit."""
 
-def write_export(path: Path, data: bytes, written_by_qcode: WrittenByQcode, *, protect_edits: bool = False) -> ExportResult:
+
+def write_export(path: Path, data: bytes, written_by_qcode: WrittenByQcode, *, protect_edits: bool = False,
+                 remember: RememberExport | None = None) -> ExportResult:
     """Write ``data`` unless the file already holds it; with ``protect_edits``, never replace a file someone edited."""
     new_hash = sha256_bytes(data)
     if path.exists():
@@ -44,10 +49,14 @@ def write_export(path: Path, data: bytes, written_by_qcode: WrittenByQcode, *, p
             return ExportResult(path, new_hash, UNCHANGED)
         if protect_edits and not written_by_qcode(current):
             beside = path.with_name(f"{path.stem}-new{path.suffix}")
+            if remember:
+                remember(beside, new_hash)
             write_atomically(beside, data)
             log.warning("%s was edited after qcode wrote it and is left as it is; the fresh export is %s",
                         path, beside.name)
             return ExportResult(beside, new_hash, KEPT_EDITED)
+    if remember:
+        remember(path, new_hash)
     write_atomically(path, data)
     return ExportResult(path, new_hash, WRITTEN)
 
@@ -60,29 +69,29 @@ def _by_council(passages: list[CodedPassage]) -> dict[str, list[CodedPassage]]:
 
 
 def write_review_files(out_dir: Path, passages: list[CodedPassage], codebook: Codebook,
-                       written_by_qcode: WrittenByQcode) -> list[ExportResult]:
+                       written_by_qcode: WrittenByQcode, remember: RememberExport | None = None) -> list[ExportResult]:
     """review.csv per council, rows in the order given; an edited review.csv is never replaced."""
     results = []
     for council, council_passages in _by_council(passages).items():
         path = out_dir / slugify(council) / "review.csv"
         results.append(write_export(path, excel_csv_bytes(REVIEW_COLUMNS, review_rows(council_passages, codebook)),
-                                    written_by_qcode, protect_edits=True))
+                                    written_by_qcode, protect_edits=True, remember=remember))
     return results
 
 
 def write_reports(out_dir: Path, passages: list[CodedPassage], codebook: Codebook,
-                  written_by_qcode: WrittenByQcode) -> list[ExportResult]:
+                  written_by_qcode: WrittenByQcode, remember: RememberExport | None = None) -> list[ExportResult]:
     """summary.csv and review.csv per council, and councils_by_code.csv across councils."""
     results = []
     for council, council_passages in _by_council(passages).items():
         path = out_dir / slugify(council) / "summary.csv"
         summary = council_summary(council_passages, codebook)
         results.append(write_export(path, excel_csv_bytes(SUMMARY_COLUMNS, ([r[c] for c in SUMMARY_COLUMNS] for r in summary)),
-                                    written_by_qcode))
-    results += write_review_files(out_dir, passages, codebook, written_by_qcode)
+                                    written_by_qcode, remember=remember))
+    results += write_review_files(out_dir, passages, codebook, written_by_qcode, remember)
     header, rows = councils_by_code(passages, codebook)
     matrix_path = out_dir / "councils_by_code.csv"
-    results.append(write_export(matrix_path, excel_csv_bytes(header, rows), written_by_qcode))
+    results.append(write_export(matrix_path, excel_csv_bytes(header, rows), written_by_qcode, remember=remember))
     return results
 
 

@@ -272,9 +272,8 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
             return [ExportResult(Path(p), sha, UNCHANGED) for p, sha in last["files"].items()]
         embedder = coding_encoder(settings, codebook)
         passages = explain_suggestions(load_coded_passages(store), codebook, embedder, store)
-        results = write_reports(out_dir, passages, codebook, store.wrote_content)
-        for result in results:
-            store.record_export(result.path, result.sha256, run_id)
+        results = write_reports(out_dir, passages, codebook, store.wrote_content,
+                                remember=lambda path, sha: store.record_export(path, sha, run_id))
         store.record_exported_codes({p.passage_id: p.codes for p in passages})
         store.set_state(state_key, {"state": state, "files": {str(r.path): r.sha256 for r in results}})
     return results
@@ -291,9 +290,8 @@ def export_reviews(settings: Settings, *, council: str | None = None, order: str
             known = sorted({p["council"] for p in store.active_passages()})
             raise QcodeError(f"no passages for council {council!r}; councils in the database: {', '.join(known)}")
         passages = order_for_review(explain_suggestions(passages, codebook, embedder, store), thresholds, order)
-        results = write_review_files(Path(settings.out_dir), passages, codebook, store.wrote_content)
-        for result in results:
-            store.record_export(result.path, result.sha256, "review-export")
+        results = write_review_files(Path(settings.out_dir), passages, codebook, store.wrote_content,
+                                     remember=lambda path, sha: store.record_export(path, sha, "review-export"))
         store.record_exported_codes({p.passage_id: p.codes for p in passages})
     return results
 

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import duckdb
 import numpy as np
 
-from pipeline.errors import StoreError
+from pipeline.errors import StoreError, damaged_database_message, is_damaged_database
 from pipeline.schemas import Codebook, SegmentedTranscript
 
 SCHEMA_VERSION = 2
@@ -148,9 +148,27 @@ class Store:
                     f"the database {self.path} is open in another program{by}: another qcode command, a DuckDB "
                     "shell or a notebook. Close it or wait for it to finish, then try again"
                 ) from None
+            if is_damaged_database(exc):
+                raise StoreError(damaged_database_message(self.path, exc)) from None
             raise StoreError(f"cannot open the database {self.path}: {exc}") from None
+        except duckdb.Error as exc:  # damage found while replaying the write-ahead log surfaces as other types
+            raise StoreError(damaged_database_message(self.path, exc)) from None
         if not read_only:
             self._migrate()
+
+    def check_readable(self) -> None:
+        """Read every row of every table once, so a damaged file is named before any work starts.
+
+        Reading the blocks makes DuckDB verify their checksums; hashing whole rows keeps it from skipping
+        columns. Measured: 0.04 s for a two-interview database, 0.15 s for a 51 MB one (about 1,000 interviews).
+        """
+        try:
+            for (table,) in self.con.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall():
+                self.con.execute(f'SELECT count(*), bit_xor(hash("{table}")) FROM "{table}"').fetchone()
+            self.con.execute("SELECT max(version) FROM schema_info").fetchone()
+        except duckdb.Error as exc:
+            raise StoreError(damaged_database_message(self.path, exc)) from None
 
     def _migrate(self) -> None:
         self.con.execute(SCHEMA)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 from pathlib import Path
 
@@ -196,7 +197,9 @@ def test_run_into_a_folder_qcode_may_not_write_stops_before_any_work(small_round
     result = CliRunner().invoke(main, ["run", str(small_round), "--db", "/sys/qcode-test/q.duckdb",
                                        "--out", str(tmp_path / "reports")])
     assert result.exit_code == 1
-    [line] = result.output.strip().splitlines()
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    line = lines[0]
     assert line.startswith("Error: qcode may not write /sys/qcode-test; choose folders you can write to with --db "
                            "and --out (or QCODE_DB and QCODE_OUT), or fix the folder's permissions. The full error is in ")
     log = Path(line.rsplit(" ", 1)[1])
@@ -246,7 +249,9 @@ def _real_disk_full_error() -> OSError:
 def test_a_full_disk_is_one_line_with_what_to_do_and_the_whole_error_in_a_log(failing_command, tmp_path):
     result = failing_command(_real_disk_full_error())
     assert result.exit_code == 1
-    [line] = result.output.strip().splitlines()
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    line = lines[0]
     assert line.startswith("Error: the disk is full; free some space (df -h shows where) and run the same command "
                            "again: what was stored before is kept and the work carries on where it stopped. "
                            f"The full error is in {tmp_path / 'data' / 'logs'}/error-")
@@ -259,7 +264,9 @@ def test_an_unexpected_error_is_one_line_naming_the_log_with_the_traceback(faili
     result = failing_command(KeyError("council"))
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    [line] = result.output.strip().splitlines()
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    line = lines[0]
     assert line.startswith("Error: qcode stopped on an unexpected error (KeyError). The full error is in ")
     text = Path(line.rsplit(" ", 1)[1]).read_text(encoding="utf-8")
     assert "raise raised[0]" in text and "KeyError: 'council'" in text
@@ -274,3 +281,37 @@ def test_duckdb_reports_of_machine_failures_are_explained(message):
 
     explained = explain_system_error(RuntimeError(message))
     assert explained.startswith("the disk is full" if "space" in message else "qcode may not write to a folder it needs")
+
+
+@pytest.mark.parametrize("command", [
+    ["evaluate"], ["themes"], ["agreement"],
+])
+def test_every_command_that_opens_the_database_waits_for_its_lock(tmp_path, command):
+    """A `qcode run` started during `qcode evaluate` used to die inside DuckDB; now each command takes the lock."""
+    from pipeline.lock import writer_lock
+
+    db = tmp_path / "data" / "q.duckdb"
+    with writer_lock(db, purpose="qcode run round-2"):
+        result = CliRunner().invoke(main, [*command, "--db", str(db), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: another qcode command is using {db} (pid {os.getpid()}, qcode run round-2, ")
+    assert "--wait SECONDS" in result.output
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes"])
+def test_a_damaged_database_is_named_before_any_work_and_left_in_place(coded_world, tmp_path, damage):
+    round_dir, settings = coded_world
+    data = settings.db_path.read_bytes()
+    damaged = data[: len(data) // 3] if damage == "truncated" else os.urandom(len(data))
+    settings.db_path.write_bytes(damaged)
+    result = CliRunner().invoke(main, ["run", str(round_dir), "--db", str(settings.db_path),
+                                       "--out", str(settings.out_dir)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    line = lines[0]
+    assert line.startswith(f"Error: the database {settings.db_path} is damaged or is not a qcode database (")
+    assert "restore it from your backup, or move it aside" in line
+    assert "starting Prefect" not in result.output  # found before the server starts
+    assert settings.db_path.read_bytes() == damaged  # never deleted or repaired

@@ -140,7 +140,7 @@ def test_a_second_writer_is_refused_with_a_clear_message(tmp_path, small_round):
         assert holder.stdout.readline().strip() == "holding"
         result = CliRunner().invoke(main, ["run", str(small_round), "--db", str(db), "--out", str(tmp_path / "out")])
         assert result.exit_code == 1
-        assert f"another qcode process is writing {db} (pid {holder.pid}, qcode run other-round, since" in result.output
+        assert f"another qcode command is using {db} (pid {holder.pid}, qcode run other-round, since" in result.output
         with pytest.raises(StoreError, match="waited 1 s"):
             with writer_lock(db, wait_seconds=1):
                 pass

@@ -175,3 +175,54 @@ def test_uncertainty_order_puts_scores_nearest_a_threshold_first_and_reviewed_la
     assert steps.order_for_review(passages, thresholds, "transcript") == passages
     with pytest.raises(steps.QcodeError, match="unknown review order 'random'"):
         steps.order_for_review(passages, thresholds, "random")
+
+
+KILLED_WHILE_REPORTING = """
+import time
+from pathlib import Path
+from pipeline import report, steps
+from pipeline.config import Settings
+settings = Settings.load(db_path={db!r}, out_dir={out!r})
+original = report.write_atomically
+def write_then_stall(path, data):
+    original(path, data)
+    if path.name == "review.csv":
+        print("mid-reports", flush=True)
+        time.sleep(600)
+report.write_atomically = write_then_stall
+run_id = steps.new_run_id()
+steps.begin_run(settings, {round_dir!r}, run_id)
+steps.ingest_round(Path({round_dir!r}), settings, run_id)
+steps.embed_passages(settings)
+steps.code_passages(settings, run_id)
+steps.write_round_reports(settings, run_id)
+"""
+
+
+def test_a_run_killed_while_writing_reports_leaves_no_file_the_next_run_mistakes_for_an_edit(coded_world):
+    """qcode recorded a report only after writing it: a kill in between left a review.csv it later kept as 'edited'."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import SAMPLE_ROUND
+
+    round_dir, settings = coded_world
+    for name in ("WMC-02.md", "FEN-01.md"):  # new passages in both councils: every review.csv is rewritten
+        shutil.copy(SAMPLE_ROUND / name, round_dir / name)
+    script = KILLED_WHILE_REPORTING.format(db=str(settings.db_path), out=str(settings.out_dir), round_dir=str(round_dir))
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "mid-reports"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+    shutil.copy(SAMPLE_ROUND / "WMC-03.md", round_dir / "WMC-03.md")  # more work before the next run
+    shutil.copy(SAMPLE_ROUND / "FEN-02.md", round_dir / "FEN-02.md")
+    *_, exports = run_steps(round_dir, settings)
+    statuses = {e.path.relative_to(settings.out_dir).as_posix(): e.status for e in exports}
+    assert statuses["westmarch/review.csv"] == statuses["fenley/review.csv"] == "written"
+    assert not list(settings.out_dir.rglob("review-new.csv"))
