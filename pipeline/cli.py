@@ -164,6 +164,10 @@ def run(round_dir: Path, dask_address: str | None, wait: float, **options) -> No
     ingest = report["ingest"]
     for item in ingest["quarantined"]:
         click.echo(f"quarantined {item['source']}: {item['reason']}", err=True)
+    for label in ingest["retired"]:
+        click.echo(f"retired {label}: no longer in the round folder, so its interview left the reports", err=True)
+    for warning in ingest["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
     for export in report["exports"]:
         if export["status"] == "kept-edited":
             click.echo(f"kept an edited review file; fresh export written to {export['path']}", err=True)

@@ -69,14 +69,36 @@ class TranscriptMeta:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """Where the anonymisation gate found personal data, never what: e.g. (PERSON, "line 12")."""
+
+    kind: str
+    where: str
+
+
+@dataclass(frozen=True)
 class Transcript:
-    """A decoded transcript body (front matter removed) with its metadata."""
+    """A decoded transcript body (front matter removed) with its gated metadata.
+
+    ``source`` is the file's display label (its name passed through the gate),
+    ``file_key`` its stored identity (a hash of its path in the round folder),
+    ``round_key`` the identity of that folder. ``meta`` has been through the
+    gate; ``findings`` says where it found something in the metadata and file
+    name; the body ``text`` is gated later, only when the file is new or changed.
+    """
 
     source: str
     meta: TranscriptMeta
     text: str
     source_hash: str = ""
     """Hash of the file's bytes and its manifest row: unchanged input is recognised without re-reading it."""
+    file_key: str = ""
+    round_key: str = ""
+    findings: tuple[Finding, ...] = ()
+    first_line: int = 1
+    """The file line the body starts on, so a finding in the body can be named by its line in the file."""
+    dropped_keys: tuple[str, ...] = ()
+    """Gated names of front-matter keys qcode does not know; their values were dropped unread."""
 
     @property
     def content_hash(self) -> str:
@@ -125,12 +147,14 @@ class Redaction:
 @dataclass(frozen=True)
 class Quarantined:
     source: str
+    """The file's display label (its gated name), never its raw name."""
     reason: str
+    file_key: str = ""
 
 
 @dataclass
 class IngestReport:
-    """What happened to each file of a round; counts only, never personal data."""
+    """What happened to each file of a round, by display label; counts and places only, never personal data."""
 
     files_seen: int = 0
     new: list[str] = field(default_factory=list)
@@ -138,6 +162,9 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     redactions: dict[str, dict[str, int]] = field(default_factory=dict)
+    retired: list[str] = field(default_factory=list)
+    """Files whose interview left the active data: gone from the round folder, or given another council/id."""
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def redaction_total(self) -> int:

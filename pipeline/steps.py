@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections import Counter
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,11 +31,13 @@ from pipeline.embed import embed_with_cache, load_embedder
 from pipeline.errors import QcodeError, ReviewFileError, TranscriptError
 from pipeline.evaluate import indicator_matrix, read_labelled_csv
 from pipeline.gold import ImportResult, import_review, reconcile_gold
-from pipeline.ingest import read_known_names, read_round, split_turns
+from pipeline.ingest import (META_FIELDS, body_findings, file_key, list_transcript_files, personal_data_reason,
+                             read_known_names, read_round, round_key, split_turns)
 from pipeline.report import UNCHANGED, ExportResult, write_analysis_tables, write_reports, write_review_files, write_run_report
 from pipeline.review import parse_review_csv
 from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, slugify
 from pipeline.segment import segment_turns
+from pipeline.spreadsheet import sha256_file
 from pipeline.store import Store
 from pipeline.tune import TuningParams, build_tuned_encoder, encoder_folder
 from pipeline.tune import usable as tuned_encoder_usable
@@ -72,30 +75,47 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
 
     A file whose bytes, manifest row and processing settings are unchanged is
     recognised by hash and skipped; a file that cannot be used is quarantined
-    with its reason and the others go on.
+    with its reason and the others go on. Files are reported by their gated
+    labels. A file is one interview, known by its path in the round folder:
+    when its metadata moves it to another council or interview id, or the file
+    is gone from the folder, the interview it held is retired (kept, with its
+    reviewers' decisions, but out of the reports).
     """
-    transcripts, quarantined = read_round(Path(round_dir))
-    known_names = read_known_names(Path(round_dir))
+    round_dir = Path(round_dir)
+    known_names = read_known_names(round_dir)
+    gate = Anonymiser(known_names)
+    transcripts, quarantined = read_round(round_dir, gate)
     fingerprint = processing_fingerprint(settings, known_names)
     report = IngestReport(files_seen=len(transcripts) + len(quarantined), quarantined=list(quarantined))
-    anonymiser = embedder = None
+    for q in quarantined:
+        log.warning("quarantined %s: %s", q.source, q.reason)
+    embedder = None
     with Store(settings.db_path) as store:
         for transcript in tqdm(transcripts, desc="ingest", unit="file", disable=None):
+            if transcript.dropped_keys:
+                warning = (f"{transcript.source}: front-matter key(s) {', '.join(transcript.dropped_keys)} are not "
+                           f"metadata qcode knows, so their values were dropped; known keys: {', '.join(META_FIELDS)}")
+                report.warnings.append(warning)
+                log.warning("%s", warning)
             source_key = hashlib.sha256(f"{transcript.source_hash}:{fingerprint}".encode()).hexdigest()[:32]
             current = store.current_transcript(transcript.meta.key)
             if current and current[2] == source_key:
+                store.claim_file(transcript.meta.key, transcript.source, transcript.round_key, transcript.file_key)
                 report.unchanged.append(transcript.source)
                 continue
-            anonymiser = anonymiser or Anonymiser(known_names)
             embedder = embedder or load_embedder(settings.model_name, settings.embed_batch_size)
             try:
-                redacted, found = anonymiser.redact(transcript.text)
+                if settings.anonymisation_policy == "reject":
+                    findings = list(transcript.findings) + body_findings(transcript, gate)
+                    redacted, found = transcript.text, Counter(f.kind for f in findings)
+                else:
+                    findings = list(transcript.findings)
+                    redacted, found = gate.redact(transcript.text)
+                    found = found + Counter(f.kind for f in findings)
                 if found:
                     report.redactions[transcript.source] = dict(sorted(found.items()))
-                if found and settings.anonymisation_policy == "reject":
-                    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(found.items()))
-                    raise TranscriptError(transcript.source, f"contains personal data ({kinds}); remove it from the file, "
-                                          "or run with the 'redact' anonymisation policy")
+                if findings and settings.anonymisation_policy == "reject":
+                    raise TranscriptError(transcript.source, personal_data_reason(findings))
                 clean = replace(transcript, text=redacted)
                 turns = split_turns(redacted, settings.interviewer_labels, settings.respondent_labels,
                                     source=transcript.source)
@@ -107,10 +127,15 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
                 status = store.save_transcript(SegmentedTranscript(clean, tuple(turns), tuple(passages)), run_id,
                                                source_key)
             except TranscriptError as exc:
-                report.quarantined.append(Quarantined(transcript.source, exc.reason))
+                report.quarantined.append(Quarantined(transcript.source, exc.reason, transcript.file_key))
                 log.warning("quarantined %s: %s", transcript.source, exc.reason)
                 continue
             getattr(report, status).append(transcript.source)
+        present = [file_key(path.name) for path in list_transcript_files(round_dir)]
+        report.retired = store.retire_missing_files(round_key(round_dir), present)
+    for label in report.retired:
+        log.warning("retired %s: it is no longer in the round folder, so its interview leaves the reports "
+                    "(reviewers' decisions on it are kept)", label)
     return report
 
 
@@ -276,7 +301,31 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
                                 remember=lambda path, sha: store.record_export(path, sha, run_id))
         store.record_exported_codes({p.passage_id: p.codes for p in passages})
         store.set_state(state_key, {"state": state, "files": {str(r.path): r.sha256 for r in results}})
+    if last:
+        remove_stale_reports(last["files"], {str(r.path) for r in results})
     return results
+
+
+def remove_stale_reports(previous: dict[str, str], current: set[str]) -> None:
+    """Delete the reports of a council that has no active passages left (its files were retired).
+
+    ``previous`` maps the files the last report run wrote to their sha256;
+    a file in a folder this run did not write to belongs to such a council.
+
+    Only a file still exactly as qcode wrote it goes; one a reviewer edited is
+    left where it is, with a warning.
+    """
+    current_folders = {Path(name).parent for name in current}
+    for name, sha in previous.items():
+        path = Path(name)
+        if path.parent in current_folders or not path.exists():
+            continue
+        if sha256_file(path) != sha:
+            log.warning("%s has no active passages left but was edited after qcode wrote it, so it is kept", path)
+            continue
+        path.unlink()
+        if path.parent.is_dir() and not any(path.parent.iterdir()):
+            path.parent.rmdir()
 
 
 def export_reviews(settings: Settings, *, council: str | None = None, order: str = "transcript") -> list[ExportResult]:

@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.errors import StoreError, damaged_database_message, is_damaged_database
 from pipeline.schemas import Codebook, SegmentedTranscript
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS transcripts (
     respondent_role VARCHAR, round VARCHAR, interview_date VARCHAR, source_file VARCHAR NOT NULL,
     content_hash VARCHAR NOT NULL, anonymised_text VARCHAR NOT NULL,
     ingested_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, retired_at TIMESTAMPTZ, source_key VARCHAR,
+    round_key VARCHAR, file_key VARCHAR,
     PRIMARY KEY (transcript_key, version)
 );
 CREATE TABLE IF NOT EXISTS turns (
@@ -177,6 +178,37 @@ class Store:
             self.con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
         elif row[0] > SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written by a newer qcode (schema {row[0]}); upgrade qcode")
+        elif row[0] < 3:
+            with self.transaction():
+                self._migrate_to_file_identity()
+                self.con.execute("UPDATE schema_info SET version = 3")
+
+    def _migrate_to_file_identity(self) -> None:
+        """Schema 3: a transcript knows its file by key and round folder, and stores no file name.
+
+        Older databases stored the raw file name in ``source_file``; it becomes
+        the file's key (the next run of the round puts the gated label back).
+        The round folder comes from the run that ingested the row, when that
+        folder still exists; rows whose folder is unknown are adopted by the
+        next run that finds their file (they are never retired unseen).
+        """
+        from pipeline.ingest import file_key, round_key  # the one definition of a file's and a round's identity
+
+        columns = {r[0] for r in self.con.execute("SELECT column_name FROM information_schema.columns "
+                                                  "WHERE table_name = 'transcripts'").fetchall()}
+        for column in ("round_key", "file_key"):
+            if column not in columns:
+                self.con.execute(f"ALTER TABLE transcripts ADD COLUMN {column} VARCHAR")
+        rows = self.con.execute("SELECT DISTINCT t.source_file, r.round_dir FROM transcripts t "
+                                "LEFT JOIN runs r USING (run_id) WHERE t.file_key IS NULL").fetchall()
+        for source_file, round_dir in rows:
+            known = round_key(Path(round_dir)) if round_dir and Path(round_dir).is_dir() else None
+            self.con.execute("UPDATE transcripts SET file_key = ?, source_file = ?, round_key = ? "
+                             "WHERE file_key IS NULL AND source_file = ? AND run_id IN "
+                             "(SELECT run_id FROM runs WHERE round_dir IS NOT DISTINCT FROM ?)",
+                             [file_key(source_file), file_key(source_file), known, source_file, round_dir])
+        self.con.execute("UPDATE transcripts SET file_key = 'file-' || substr(sha256(source_file), 1, 12), "
+                         "source_file = 'file-' || substr(sha256(source_file), 1, 12) WHERE file_key IS NULL")
 
     def close(self) -> None:
         self.con.close()
@@ -225,25 +257,33 @@ class Store:
 
         A changed file becomes a new version. Passages whose text is no longer
         there are retired (kept, with codings and reviews still pointing at
-        them); passages whose text is unchanged keep their id.
+        them); passages whose text is unchanged keep their id. A file is one
+        interview: when its metadata gives it another council or interview id,
+        the interview it was before is retired with its passages ('changed').
         """
         t, meta = segmented.transcript, segmented.transcript.meta
         current = self.current_transcript(meta.key)
         if current and current[1] == t.content_hash:
-            if source_key and current[2] != source_key:
-                self.con.execute("UPDATE transcripts SET source_key = ? WHERE transcript_key = ? AND version = ?",
-                                 [source_key, meta.key, current[0]])
+            with self.transaction():
+                self.con.execute("UPDATE transcripts SET source_key = coalesce(?, source_key) "
+                                 "WHERE transcript_key = ? AND version = ?", [source_key, meta.key, current[0]])
+                self._claim_file(meta.key, t.source, t.round_key, t.file_key)
             return "unchanged"
-        version = (current[0] + 1) if current else 1
+        version = self.con.execute("SELECT coalesce(max(version), 0) + 1 FROM transcripts WHERE transcript_key = ?",
+                                   [meta.key]).fetchone()[0]
         now = _now()
         with self.transaction():
             if current:
                 self.con.execute("UPDATE transcripts SET retired_at = ? WHERE transcript_key = ? AND version = ?",
                                  [now, meta.key, current[0]])
             self.con.execute(
-                "INSERT INTO transcripts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                "INSERT INTO transcripts (transcript_key, version, council, council_type, interview_id, "
+                "respondent_role, round, interview_date, source_file, content_hash, anonymised_text, ingested_at, "
+                "run_id, retired_at, source_key, round_key, file_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
                 [meta.key, version, meta.council, meta.council_type, meta.interview_id, meta.respondent_role,
-                 meta.round, meta.date, t.source, t.content_hash, t.text, now, run_id, source_key])
+                 meta.round, meta.date, t.source, t.content_hash, t.text, now, run_id, source_key,
+                 t.round_key or None, t.file_key or None])
             self.con.executemany(
                 "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(meta.key, version, u.index, u.speaker, u.role, u.start, u.end) for u in segmented.turns])
@@ -267,7 +307,56 @@ class Store:
                     [[p.passage_id for p in fresh], meta.key, version, [p.turn_index for p in fresh],
                      [p.speaker for p in fresh], [p.start for p in fresh], [p.end for p in fresh],
                      [p.text for p in fresh], [p.text_hash for p in fresh], run_id])
-        return "changed" if current else "new"
+            superseded = self._retire_other_interviews_of_file(meta.key, t.round_key, t.file_key, now)
+        return "changed" if current or superseded else "new"
+
+    def claim_file(self, transcript_key: str, label: str, round_key: str, file_key: str) -> list[str]:
+        """Record that an unchanged interview's file is ``file_key`` in round ``round_key`` (it may have been
+        renamed, or stored before files had keys); returns the keys of interviews this retires."""
+        with self.transaction():
+            return self._claim_file(transcript_key, label, round_key, file_key)
+
+    def _claim_file(self, transcript_key: str, label: str, round_key: str, file_key: str) -> list[str]:
+        if not (round_key and file_key):
+            return []
+        self.con.execute("UPDATE transcripts SET source_file = ?, round_key = ?, file_key = ? "
+                         "WHERE transcript_key = ? AND retired_at IS NULL", [label, round_key, file_key, transcript_key])
+        return self._retire_other_interviews_of_file(transcript_key, round_key, file_key, _now())
+
+    def _retire_other_interviews_of_file(self, transcript_key: str, round_key: str, file_key: str,
+                                         now: datetime) -> list[str]:
+        """Retire the interviews this round's file held under another key: a file is one interview."""
+        if not (round_key and file_key):
+            return []
+        others = [r[0] for r in self.con.execute(
+            "SELECT DISTINCT transcript_key FROM transcripts WHERE round_key = ? AND file_key = ? "
+            "AND transcript_key <> ? AND retired_at IS NULL", [round_key, file_key, transcript_key]).fetchall()]
+        for key in others:
+            self._retire_interview(key, now)
+        return others
+
+    def _retire_interview(self, transcript_key: str, now: datetime) -> None:
+        """Take an interview out of the active data; its rows, codings and reviewers' decisions all stay."""
+        self.con.execute("UPDATE transcripts SET retired_at = ? WHERE transcript_key = ? AND retired_at IS NULL",
+                         [now, transcript_key])
+        self.con.execute("UPDATE passages SET retired_at = ? WHERE transcript_key = ? AND retired_at IS NULL",
+                         [now, transcript_key])
+
+    def retire_missing_files(self, round_key: str, present_file_keys: Sequence[str]) -> list[str]:
+        """Retire the interviews of files ingested from this round folder that are no longer in it.
+
+        Only this round folder's files are considered, so running one round
+        never retires another's. Returns the stored labels of the files retired.
+        """
+        gone = self.con.execute(
+            "SELECT DISTINCT transcript_key, source_file FROM transcripts WHERE round_key = ? AND retired_at IS NULL "
+            "AND file_key NOT IN (SELECT unnest(?::VARCHAR[])) ORDER BY source_file",
+            [round_key, list(present_file_keys)]).fetchall()
+        now = _now()
+        with self.transaction():
+            for key, _ in gone:
+                self._retire_interview(key, now)
+        return [label for _, label in gone]
 
     def active_passages(self) -> list[dict]:
         """Every passage not retired, with its interview's metadata and the interviewer's preceding question."""
