@@ -4,8 +4,6 @@ malformed files are rejected whole naming the row, and notes pass the anonymisat
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import logging
 import re
 from dataclasses import replace
