@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline.review import REVIEW_COLUMNS, review_rows
+from pipeline.review import REVIEW_COLUMNS, ReviewExport, review_export, review_rows
 from pipeline.schemas import Codebook, CodedPassage, slugify
 from pipeline.spreadsheet import excel_csv_bytes, sha256_bytes, sha256_file, write_atomically
 from pipeline.summarise import SUMMARY_COLUMNS, council_summary, councils_by_code
@@ -68,19 +68,33 @@ def _by_council(passages: list[CodedPassage]) -> dict[str, list[CodedPassage]]:
     return dict(sorted(by_council.items()))
 
 
+RecordExport = Callable[[ReviewExport], None]
+"""Keeps a review file's export record (its id and what each row showed) before the file is written."""
+
+
 def write_review_files(out_dir: Path, passages: list[CodedPassage], codebook: Codebook,
-                       written_by_qcode: WrittenByQcode, remember: RememberExport | None = None) -> list[ExportResult]:
-    """review.csv per council, rows in the order given; an edited review.csv is never replaced."""
+                       written_by_qcode: WrittenByQcode, remember: RememberExport | None = None,
+                       record_export: RecordExport | None = None) -> list[ExportResult]:
+    """review.csv per council, rows in the order given, each row carrying the file's export id.
+
+    An edited review.csv is never replaced. The export is recorded before its
+    file is written, so no file ever carries an id the database does not know.
+    """
     results = []
     for council, council_passages in _by_council(passages).items():
+        export = review_export(council, council_passages)
+        if record_export:
+            record_export(export)
         path = out_dir / slugify(council) / "review.csv"
-        results.append(write_export(path, excel_csv_bytes(REVIEW_COLUMNS, review_rows(council_passages, codebook)),
-                                    written_by_qcode, protect_edits=True, remember=remember))
+        rows = review_rows(council_passages, codebook, export.export_id)
+        results.append(write_export(path, excel_csv_bytes(REVIEW_COLUMNS, rows), written_by_qcode, protect_edits=True,
+                                    remember=remember))
     return results
 
 
 def write_reports(out_dir: Path, passages: list[CodedPassage], codebook: Codebook,
-                  written_by_qcode: WrittenByQcode, remember: RememberExport | None = None) -> list[ExportResult]:
+                  written_by_qcode: WrittenByQcode, remember: RememberExport | None = None,
+                  record_export: RecordExport | None = None) -> list[ExportResult]:
     """summary.csv and review.csv per council, and councils_by_code.csv across councils."""
     results = []
     for council, council_passages in _by_council(passages).items():
@@ -88,7 +102,7 @@ def write_reports(out_dir: Path, passages: list[CodedPassage], codebook: Codeboo
         summary = council_summary(council_passages, codebook)
         results.append(write_export(path, excel_csv_bytes(SUMMARY_COLUMNS, ([r[c] for c in SUMMARY_COLUMNS] for r in summary)),
                                     written_by_qcode, remember=remember))
-    results += write_review_files(out_dir, passages, codebook, written_by_qcode, remember)
+    results += write_review_files(out_dir, passages, codebook, written_by_qcode, remember, record_export)
     header, rows = councils_by_code(passages, codebook)
     matrix_path = out_dir / "councils_by_code.csv"
     results.append(write_export(matrix_path, excel_csv_bytes(header, rows), written_by_qcode, remember=remember))

@@ -34,7 +34,7 @@ from pipeline.gold import ImportResult, import_review, reconcile_gold
 from pipeline.ingest import (META_FIELDS, body_findings, file_key, list_transcript_files, personal_data_reason,
                              read_known_names, read_round, round_key, split_turns)
 from pipeline.report import UNCHANGED, ExportResult, write_analysis_tables, write_reports, write_review_files, write_run_report
-from pipeline.review import parse_review_csv
+from pipeline.review import ReviewExport, parse_review_csv
 from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, slugify
 from pipeline.segment import segment_turns
 from pipeline.spreadsheet import sha256_file
@@ -298,8 +298,8 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
         embedder = coding_encoder(settings, codebook)
         passages = explain_suggestions(load_coded_passages(store), codebook, embedder, store)
         results = write_reports(out_dir, passages, codebook, store.wrote_content,
-                                remember=lambda path, sha: store.record_export(path, sha, run_id))
-        store.record_exported_codes({p.passage_id: p.codes for p in passages})
+                                remember=lambda path, sha: store.record_export(path, sha, run_id),
+                                record_export=review_export_recorder(store))
         store.set_state(state_key, {"state": state, "files": {str(r.path): r.sha256 for r in results}})
     if last:
         remove_stale_reports(last["files"], {str(r.path) for r in results})
@@ -340,9 +340,34 @@ def export_reviews(settings: Settings, *, council: str | None = None, order: str
             raise QcodeError(f"no passages for council {council!r}; councils in the database: {', '.join(known)}")
         passages = order_for_review(explain_suggestions(passages, codebook, embedder, store), thresholds, order)
         results = write_review_files(Path(settings.out_dir), passages, codebook, store.wrote_content,
-                                     remember=lambda path, sha: store.record_export(path, sha, "review-export"))
-        store.record_exported_codes({p.passage_id: p.codes for p in passages})
+                                     remember=lambda path, sha: store.record_export(path, sha, "review-export"),
+                                     record_export=review_export_recorder(store))
     return results
+
+
+def review_export_recorder(store: Store):
+    """Records each review file's export (id and what every row showed), the baseline its import is diffed against."""
+    def record(export: ReviewExport) -> None:
+        store.record_review_export(export.export_id, export.council,
+                                   {pid: (row.codes, row.note, row.reviewed) for pid, row in export.rows.items()})
+    return record
+
+
+def review_note_gate(store: Store) -> Anonymiser:
+    """The anonymisation gate for reviewers' notes, with the known names of every round this database was run on.
+
+    A review import has no round folder of its own; the rounds recorded in
+    ``runs`` still name where each round's known_names.txt is. A round folder
+    that has gone, or a names file that cannot be read, leaves the gate with
+    what it catches without names: titled names, e-mail addresses, phone numbers.
+    """
+    names: list[str] = []
+    for round_dir in store.round_dirs():
+        try:
+            names += read_known_names(Path(round_dir))
+        except (QcodeError, OSError):
+            log.warning("the known names of round %s could not be read; notes are checked without them", round_dir)
+    return Anonymiser(sorted(set(names)))
 
 
 def import_review_files(settings: Settings, paths: list[Path], *, reviewer: str | None = None,
@@ -352,11 +377,13 @@ def import_review_files(settings: Settings, paths: list[Path], *, reviewer: str 
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
         coder_id, codebook_version, _ = store.active_coder()
+        gate = review_note_gate(store)
         for path in paths:
             try:
                 review = parse_review_csv(Path(path).read_bytes(), str(path), codebook.ids)
                 outcomes.append((path, import_review(store, review, codebook, reviewer=reviewer,
-                                                     active_coder=(coder_id, codebook_version), after_each=after_each)))
+                                                     active_coder=(coder_id, codebook_version), after_each=after_each,
+                                                     redact_note=gate.redact)))
             except ReviewFileError as exc:
                 outcomes.append((path, exc))
             except OSError as exc:

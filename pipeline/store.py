@@ -86,15 +86,19 @@ CREATE TABLE IF NOT EXISTS review_decisions (
     codebook_version VARCHAR
 );
 CREATE TABLE IF NOT EXISTS state (key VARCHAR PRIMARY KEY, value JSON);
-CREATE TABLE IF NOT EXISTS exported_codes (
-    passage_id VARCHAR PRIMARY KEY, codes VARCHAR[] NOT NULL, exported_at TIMESTAMPTZ NOT NULL
+CREATE TABLE IF NOT EXISTS review_exports (
+    export_id VARCHAR PRIMARY KEY, council VARCHAR NOT NULL, exported_at TIMESTAMPTZ NOT NULL, passages INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS review_export_rows (
+    export_id VARCHAR NOT NULL, passage_id VARCHAR NOT NULL, codes VARCHAR[] NOT NULL, note VARCHAR NOT NULL,
+    reviewed BOOLEAN NOT NULL, PRIMARY KEY (export_id, passage_id)
 );
 CREATE OR REPLACE VIEW gold AS
     SELECT passage_id, reviewer, codes_after AS codes, note, decided_at, decision_id
     FROM (SELECT *, row_number() OVER (PARTITION BY passage_id ORDER BY decision_id DESC) AS newest
           FROM review_decisions) WHERE newest = 1;
 CREATE OR REPLACE VIEW reviewer_codes AS
-    SELECT passage_id, reviewer, codes_after AS codes, decision_id
+    SELECT passage_id, reviewer, codes_after AS codes, note, decision_id
     FROM (SELECT *, row_number() OVER (PARTITION BY passage_id, reviewer ORDER BY decision_id DESC) AS newest
           FROM review_decisions) WHERE newest = 1;
 """
@@ -178,10 +182,14 @@ class Store:
             self.con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
         elif row[0] > SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written by a newer qcode (schema {row[0]}); upgrade qcode")
-        elif row[0] < 3:
+        elif row[0] < SCHEMA_VERSION:
             with self.transaction():
-                self._migrate_to_file_identity()
-                self.con.execute("UPDATE schema_info SET version = 3")
+                if row[0] < 3:
+                    self._migrate_to_file_identity()
+                    # Review files now carry an export id and are diffed against that export: the
+                    # newest-export table has no use left.
+                    self.con.execute("DROP TABLE IF EXISTS exported_codes")
+                self.con.execute("UPDATE schema_info SET version = ?", [SCHEMA_VERSION])
 
     def _migrate_to_file_identity(self) -> None:
         """Schema 3: a transcript knows its file by key and round folder, and stores no file name.
@@ -399,6 +407,11 @@ class Store:
     def set_state(self, key: str, value) -> None:
         self.con.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", [key, json.dumps(value)])
 
+    def round_dirs(self) -> list[str]:
+        """Every round folder a run of this database was started on (where each round's known_names.txt lives)."""
+        return [r[0] for r in self.con.execute(
+            "SELECT DISTINCT round_dir FROM runs WHERE round_dir IS NOT NULL ORDER BY round_dir").fetchall()]
+
     def mark_interrupted_runs(self) -> int:
         """Runs still 'running' when a new run starts were killed; say so instead of leaving them running."""
         count = self.count("runs", "status = 'running'")
@@ -492,24 +505,42 @@ class Store:
         return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
     # review decisions -----------------------------------------------------
-    def passage_states(self, passage_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
-        """{passage_id: (retired, text)} for the ids that exist."""
+    def passage_states(self, passage_ids: Sequence[str]) -> dict[str, tuple[bool, str, str]]:
+        """{passage_id: (retired, text, council)} for the ids that exist."""
         rows = self.con.execute(
-            "SELECT passage_id, retired_at IS NOT NULL, text FROM passages "
-            "WHERE passage_id IN (SELECT unnest(?::VARCHAR[]))", [list(passage_ids)]).fetchall()
-        return {pid: (retired, text) for pid, retired, text in rows}
+            "SELECT p.passage_id, p.retired_at IS NOT NULL, p.text, t.council FROM passages p "
+            "JOIN transcripts t ON t.transcript_key = p.transcript_key AND t.version = p.version "
+            "WHERE p.passage_id IN (SELECT unnest(?::VARCHAR[]))", [list(passage_ids)]).fetchall()
+        return {pid: (retired, text, council) for pid, retired, text, council in rows}
 
-    def exported_codes(self, passage_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
-        rows = self.con.execute("SELECT passage_id, codes FROM exported_codes "
-                                "WHERE passage_id IN (SELECT unnest(?::VARCHAR[]))", [list(passage_ids)]).fetchall()
-        return {pid: tuple(codes) for pid, codes in rows}
+    def record_review_export(self, export_id: str, council: str,
+                             rows: dict[str, tuple[Sequence[str], str, bool]]) -> None:
+        """Keep what one review file showed, {passage_id: (codes, note, reviewed)}, under its export id.
 
-    def record_exported_codes(self, codes_by_passage: dict[str, Sequence[str]]) -> None:
-        if not codes_by_passage:
+        The same id always names the same content, so recording it again changes nothing.
+        """
+        if self.con.execute("SELECT count(*) FROM review_exports WHERE export_id = ?", [export_id]).fetchone()[0]:
             return
-        self.con.execute(
-            "INSERT OR REPLACE INTO exported_codes SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[][]), ?",
-            [list(codes_by_passage), [list(c) for c in codes_by_passage.values()], _now()])
+        with self.transaction():
+            self.con.execute("INSERT INTO review_exports VALUES (?, ?, ?, ?)", [export_id, council, _now(), len(rows)])
+            if rows:
+                self.con.execute(
+                    "INSERT INTO review_export_rows SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[][]), "
+                    "unnest(?::VARCHAR[]), unnest(?::BOOLEAN[])",
+                    [export_id, list(rows), [list(r[0]) for r in rows.values()], [r[1] for r in rows.values()],
+                     [bool(r[2]) for r in rows.values()]])
+
+    def review_export_rows(self, export_ids: Sequence[str]) -> dict[str, dict[str, tuple[tuple[str, ...], str, bool]]]:
+        """{export_id: {passage_id: (codes, note, reviewed)}} for the ids recorded; unknown ids are left out."""
+        result: dict[str, dict[str, tuple[tuple[str, ...], str, bool]]] = {
+            eid: {} for (eid,) in self.con.execute(
+                "SELECT export_id FROM review_exports WHERE export_id IN (SELECT unnest(?::VARCHAR[]))",
+                [list(export_ids)]).fetchall()}
+        for eid, pid, codes, note, reviewed in self.con.execute(
+                "SELECT export_id, passage_id, codes, note, reviewed FROM review_export_rows "
+                "WHERE export_id IN (SELECT unnest(?::VARCHAR[]))", [list(result)]).fetchall():
+            result[eid][pid] = (tuple(codes), note, reviewed)
+        return result
 
     def gold(self, passage_ids: Sequence[str] | None = None) -> dict[str, dict]:
         """The newest reviewer decision per passage: {passage_id: {reviewer, codes, note, decided_at}}."""
@@ -527,6 +558,15 @@ class Store:
         for pid, reviewer, codes in self.con.execute(
                 "SELECT passage_id, reviewer, codes FROM reviewer_codes ORDER BY passage_id, reviewer").fetchall():
             result.setdefault(pid, {})[reviewer] = tuple(codes)
+        return result
+
+    def reviewer_decisions(self, passage_ids: Sequence[str]) -> dict[str, dict[str, tuple[tuple[str, ...], str]]]:
+        """{passage_id: {reviewer: (codes, note)}}: each reviewer's newest decision on these passages."""
+        result: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {}
+        for pid, reviewer, codes, note in self.con.execute(
+                "SELECT passage_id, reviewer, codes, note FROM reviewer_codes "
+                "WHERE passage_id IN (SELECT unnest(?::VARCHAR[]))", [list(passage_ids)]).fetchall():
+            result.setdefault(pid, {})[reviewer] = (tuple(codes), note or "")
         return result
 
     def add_decisions(self, decisions: Sequence[dict]) -> None:

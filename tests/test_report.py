@@ -13,7 +13,7 @@ import pytest
 from pipeline.report import (KEPT_EDITED, UNCHANGED, WRITTEN, write_agreement_tables, write_analysis_tables, write_export,
                              write_reports, write_run_report)
 from pipeline.agreement import compare_coders
-from pipeline.review import REVIEW_COLUMNS, format_suggestions, review_rows
+from pipeline.review import REVIEW_COLUMNS, format_suggestions, review_export, review_rows
 from pipeline.schemas import Code, Codebook, CodedPassage, Passage, SegmentedTranscript, Transcript, TranscriptMeta, Turn
 from pipeline.spreadsheet import guard_cell, sha256_bytes, sha256_file
 from pipeline.store import Store
@@ -56,7 +56,7 @@ def test_review_rows_follow_review_columns():
         "passage_id": "p1", "council": "Hollins Vale", "interview_id": "HOL-01", "respondent_role": "director",
         "round": "r1", "question": "How did it start?", "text": "We pooled budgets with the trust.",
         "suggested": "LA02=0.71; BR01=0.33", "why": "", "codes": "LA02", "code_labels": "Innovative partnerships",
-        "reviewed": "", "reviewer": "", "note": "",
+        "reviewed": "", "reviewer": "", "note": "", "export_id": "",
     }
     assert as_dicts[1]["question"] == ""  # None becomes empty
     assert (as_dicts[1]["codes"], as_dicts[1]["code_labels"]) == ("", "")
@@ -93,7 +93,8 @@ def test_write_reports_writes_each_council_folder_and_the_matrix(tmp_path):
 
     review = read_csv(out / "hollins-vale" / "review.csv")
     assert tuple(review[0]) == REVIEW_COLUMNS
-    assert review[1:] == [[guard_cell(v) for v in row] for row in review_rows(PASSAGES[:2], BOOK)]
+    export_id = review_export("Hollins Vale", PASSAGES[:2]).export_id
+    assert review[1:] == [[guard_cell(v) for v in row] for row in review_rows(PASSAGES[:2], BOOK, export_id)]
     assert [r[0] for r in read_csv(out / "westmarch" / "review.csv")[1:]] == ["p3"]
 
     summary = read_csv(out / "westmarch" / "summary.csv")

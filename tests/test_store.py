@@ -59,8 +59,8 @@ def test_new_file_gets_every_table_and_one_schema_version(tmp_path):
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
             "AND table_type = 'BASE TABLE'").fetchall()}
         assert tables == {"schema_info", "runs", "codes", "transcripts", "turns", "passages", "embeddings",
-                          "coding_sets", "codings", "exports", "coders", "review_decisions", "exported_codes",
-                          "state"}
+                          "coding_sets", "codings", "exports", "coders", "review_decisions", "review_exports",
+                          "review_export_rows", "state"}
         assert store.con.execute("SELECT version FROM schema_info").fetchall() == [(SCHEMA_VERSION,)]
         assert store.count("passages") == 0
     assert path.exists()
