@@ -138,6 +138,8 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     redactions: dict[str, dict[str, int]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """One line each about the round that did not stop it (links out of the folder, manifest rows naming no file)."""
 
     @property
     def redaction_total(self) -> int:

@@ -27,10 +27,10 @@ from pipeline.classify import TrainedCoder, ZeroShotCoder, codebook_training_set
 from pipeline.codebook import load_codebook
 from pipeline.config import Settings
 from pipeline.embed import embed_with_cache, load_embedder
-from pipeline.errors import QcodeError, ReviewFileError, TranscriptError
+from pipeline.errors import QcodeError, ReviewFileError, TranscriptError, explain_system_error
 from pipeline.evaluate import indicator_matrix, read_labelled_csv
 from pipeline.gold import ImportResult, import_review, reconcile_gold
-from pipeline.ingest import read_known_names, read_round, split_turns
+from pipeline.ingest import read_known_names, read_round, record_unexpected_failure, round_warnings, split_turns
 from pipeline.report import UNCHANGED, ExportResult, write_analysis_tables, write_reports, write_review_files, write_run_report
 from pipeline.review import parse_review_csv
 from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, slugify
@@ -67,17 +67,27 @@ def processing_fingerprint(settings: Settings, known_names: list[str]) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
+def ingest_log(settings: Settings, run_id: str) -> Path:
+    """Where a run's unforeseen per-file failures are written (tracebacks, never text): logs/ beside the database."""
+    return settings.db_path.parent / "logs" / f"ingest-{run_id}.log"
+
+
 def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestReport:
     """Read, anonymise, split and segment every new or changed file of a round and store it.
 
     A file whose bytes, manifest row and processing settings are unchanged is
     recognised by hash and skipped; a file that cannot be used is quarantined
-    with its reason and the others go on.
+    with its reason and the others go on, whatever the failure, unless the
+    machine itself fails (a full disk, say), which stops the run.
     """
-    transcripts, quarantined = read_round(Path(round_dir))
+    error_log = ingest_log(settings, run_id)
+    transcripts, quarantined = read_round(Path(round_dir), error_log)
     known_names = read_known_names(Path(round_dir))
     fingerprint = processing_fingerprint(settings, known_names)
-    report = IngestReport(files_seen=len(transcripts) + len(quarantined), quarantined=list(quarantined))
+    report = IngestReport(files_seen=len(transcripts) + len(quarantined), quarantined=list(quarantined),
+                          warnings=round_warnings(Path(round_dir)))
+    for warning in report.warnings:
+        log.warning("%s", warning)
     anonymiser = embedder = None
     with Store(settings.db_path) as store:
         for transcript in tqdm(transcripts, desc="ingest", unit="file", disable=None):
@@ -107,11 +117,20 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
                 status = store.save_transcript(SegmentedTranscript(clean, tuple(turns), tuple(passages)), run_id,
                                                source_key)
             except TranscriptError as exc:
-                report.quarantined.append(Quarantined(transcript.source, exc.reason))
-                log.warning("quarantined %s: %s", transcript.source, exc.reason)
+                _quarantine(report, transcript.source, exc.reason)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the file boundary: one file's failure never stops the round
+                if isinstance(exc, QcodeError) or explain_system_error(exc):
+                    raise  # the database or the machine failed, not this file: the run stops and says so
+                _quarantine(report, transcript.source, record_unexpected_failure(transcript.source, exc, error_log))
                 continue
             getattr(report, status).append(transcript.source)
     return report
+
+
+def _quarantine(report: IngestReport, source: str, reason: str) -> None:
+    report.quarantined.append(Quarantined(source, reason))
+    log.warning("quarantined %s: %s", source, reason)
 
 
 def embed_passages(settings: Settings) -> dict:
