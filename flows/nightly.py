@@ -37,13 +37,14 @@ def nightly(config_path: str):
         tasks.begin_run(settings, "nightly", run_id)
         try:
             _stage(report, "reviews", clock, tasks.import_inbox, settings, config.inbox)
-            totals = {"files_seen": 0, "new": [], "changed": [], "unchanged": [], "quarantined": [], "redactions": {}}
+            totals = {"files_seen": 0, "new": [], "changed": [], "unchanged": [], "quarantined": [], "redactions": {},
+                      "warnings": []}
             for round_dir in config.rounds:
                 ingest = _stage(report, f"ingest {round_dir.name}", clock, tasks.ingest_round, round_dir, settings, run_id)
                 if ingest is not None:
                     counts = steps.ingest_report_dict(ingest)
                     report["rounds"][str(round_dir)] = counts
-                    for key in ("new", "changed", "unchanged", "quarantined"):
+                    for key in ("new", "changed", "unchanged", "quarantined", "warnings"):
                         totals[key] += counts[key]
                     totals["files_seen"] += counts["files_seen"]
                     totals["redactions"].update(counts["redactions"])

@@ -156,6 +156,8 @@ def run(round_dir: Path, dask_address: str | None, wait: float, **options) -> No
     ingest = report["ingest"]
     for item in ingest["quarantined"]:
         click.echo(f"quarantined {item['source']}: {item['reason']}", err=True)
+    for warning in ingest.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
     for export in report["exports"]:
         if export["status"] == "kept-edited":
             click.echo(f"kept an edited review file; fresh export written to {export['path']}", err=True)
@@ -473,6 +475,8 @@ def nightly(config_path: Path) -> None:
     for failure in report.get("failures", []):
         click.echo(f"failed: {failure}", err=True)
     ingest, reviews = report.get("ingest", {}), report.get("reviews") or {}
+    for warning in ingest.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
     train = report.get("train") or {}
     click.echo(
         f"nightly {state.name.lower()}: {len(ingest.get('new', []))} new and {len(ingest.get('changed', []))} changed "

@@ -6,6 +6,7 @@ damaged through zipfile, the text files are written in the encodings other progr
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import time
@@ -13,8 +14,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from conftest import query
 
 from pipeline import steps
+from pipeline.cli import main
 from pipeline.config import PROJECT_ROOT
 from pipeline.errors import RoundError, TranscriptError
 from pipeline.ingest import (
@@ -270,8 +274,38 @@ def test_bad_files_never_stop_a_round(small_round, settings, run_steps):
     assert "line 6" in reasons["one-line.md"] and "break it into paragraphs" in reasons["one-line.md"]
     assert all("\n" not in reason for reason in reasons.values())
     assert sorted(ingest.new) == ["FEN-03.txt", "HOL-02.docx", "WMC-01.md", "long-turn.md"]
-    from tests.conftest import query
-
     [(long_passages,)] = query(settings, "SELECT count(*) FROM passages WHERE transcript_key = 'fenley/F-LONG'")
     assert long_passages == 2600 * 5 // 3 + 1  # every sentence of the long turn is in a passage
     assert code["coded"] == embed["passages"] > long_passages
+
+
+def test_qcode_run_and_qcode_nightly_print_the_round_warnings(prefect_harness, tmp_path):
+    round_dir, elsewhere, empty = tmp_path / "round", tmp_path / "elsewhere", tmp_path / "empty"
+    for folder in (round_dir, elsewhere, empty):
+        folder.mkdir()
+    shutil.copy(SAMPLE_ROUND / "FEN-03.txt", round_dir / "FEN-03.txt")
+    (round_dir / "manifest.csv").write_text(
+        (SAMPLE_ROUND / "manifest.csv").read_text(encoding="utf-8") + "FEN-09.txt,Fenley,district,FEN-09,,,\n",
+        encoding="utf-8")
+    shutil.copy(SAMPLE_ROUND / "WMC-01.md", elsewhere / "WMC-01.md")
+    (round_dir / "WMC-01.md").symlink_to(elsewhere / "WMC-01.md")
+    manifest_warning = f"warning: {round_dir / 'manifest.csv'}, line 3: names 'FEN-09.txt'"
+    link_warning = "warning: WMC-01.md: is a link to a file outside the round folder; not read"
+
+    run = CliRunner().invoke(main, ["run", str(round_dir), "--db", str(tmp_path / "q.duckdb"),
+                                    "--out", str(tmp_path / "reports")])
+
+    assert run.exit_code == 0, run.output
+    assert manifest_warning in run.output and link_warning in run.output
+    assert run.output.strip().splitlines()[-1].startswith("1 files (1 new, 0 changed, 0 unchanged), 0 quarantined")
+    config = tmp_path / "qcode.toml"
+    config.write_text('[qcode]\ndatabase = "q.duckdb"\nreports = "reports"\n[nightly]\nrounds = ["round", "empty"]\n',
+                      encoding="utf-8")
+
+    nightly = CliRunner().invoke(main, ["nightly", "--config", str(config)])
+
+    assert nightly.exit_code == 0, nightly.output
+    assert manifest_warning in nightly.output and link_warning in nightly.output
+    assert f"warning: {empty} holds no transcripts" in nightly.output
+    report = json.loads((tmp_path / "reports" / "run-report.json").read_text(encoding="utf-8"))
+    assert len(report["ingest"]["warnings"]) == 3
