@@ -101,8 +101,9 @@ def read_docx_text(path: Path) -> str:
     except (zipfile.BadZipFile, KeyError, ValueError, PackageNotFoundError) as exc:
         raise TranscriptError(path, f"cannot be opened as a Word document ({exc.__class__.__name__}); re-save it from Word as .docx") from None
     except (XMLSyntaxError, zlib.error, EOFError) as exc:  # a part cut short or garbled: a partial copy or a bad disk
-        raise TranscriptError(path, f"is a damaged Word document (a part of it is cut short or corrupt: "
-                              f"{exc.__class__.__name__}); re-save it from Word as .docx, or copy it again") from None
+        kind = "zlib.error" if isinstance(exc, zlib.error) else exc.__class__.__name__
+        raise TranscriptError(path, f"is a damaged Word document (a part of it is cut short or corrupt: {kind}); "
+                              "re-save it from Word as .docx, or copy it again") from None
     paragraphs = [p.text for p in document.paragraphs]
     check_line_lengths(paragraphs, path, "paragraph")
     return "\n".join(paragraphs)
