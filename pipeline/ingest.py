@@ -93,7 +93,6 @@ def check_line_lengths(lines: list[str], source: Path | str, unit: str) -> None:
 def read_docx_text(path: Path) -> str:
     import docx  # python-docx is imported lazily: most rounds are plain text
     from docx.opc.exceptions import PackageNotFoundError
-
     from lxml.etree import XMLSyntaxError
 
     try:

@@ -58,8 +58,9 @@ def _chunks(text: str, limit: int = SENTENCE_CHUNK_CHARS) -> list[tuple[int, int
     while len(text) - start > limit:
         window = text[start:start + limit]
         cut = None
-        for cut_match in _SENTENCE_END.finditer(window, limit // 2):
-            cut = cut_match.end()
+        for sentence_end in _SENTENCE_END.finditer(window, limit // 2):
+            if not window[:sentence_end.start() + 1].endswith(ABBREVIATIONS):  # "Mr. Smith" is one sentence
+                cut = sentence_end.end()
         if cut is None:
             spaces = max(window.rfind(" "), window.rfind("\n"), window.rfind("\t"))
             cut = spaces + 1 if spaces > 0 else limit

@@ -73,6 +73,14 @@ def test_a_long_turn_without_sentence_ends_is_cut_at_white_space():
     assert max(e - s for s, e in spans) <= 100_000
 
 
+def test_a_long_turn_is_not_cut_after_a_title_such_as_mr():
+    # The only full stop in the second half of the first 100,000 characters follows "Mr".
+    text = "word " * 11000 + "so I met Mr. Jones " + "word " * 10000 + "end."
+    spans = sentence_spans(text)
+    assert not any(text[s:e].endswith("Mr.") for s, e in spans)
+    assert "".join(text[s:e] + " " for s, e in spans).strip() == text
+
+
 def test_a_long_turn_in_a_transcript_keeps_offsets_into_the_transcript(tmp_path):
     paragraph = "The leader backed it from the start. Officers were nervous, honestly.\n"
     path = write_interview(tmp_path, "long.md", "Interviewer: Tell me all.\nRespondent: " + paragraph * 15000)
