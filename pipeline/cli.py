@@ -492,6 +492,8 @@ def nightly(config_path: Path) -> None:
     for failure in report.get("failures", []):
         click.echo(f"failed: {failure}", err=True)
     ingest, reviews = report.get("ingest", {}), report.get("reviews") or {}
+    for warning in ingest.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
     train = report.get("train") or {}
     click.echo(
         f"nightly {state.name.lower()}: {len(ingest.get('new', []))} new and {len(ingest.get('changed', []))} changed "

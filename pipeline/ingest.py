@@ -15,13 +15,17 @@ stored only as a hash (``file_key``); what people see is its gated name.
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import io
 import json
 import re
+import traceback
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import fields
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -38,7 +42,17 @@ META_FIELDS = tuple(f.name for f in fields(TranscriptMeta))
 FILE_NAME = "the file name"
 SHOWN_FINDINGS = 10
 
+MAX_LINE_CHARS = 1_000_000
+"""spaCy's ``nlp.max_length``: the anonymisation gate tokenises a line at a time, so no line may be longer."""
+MAX_FRONT_MATTER_CHARS = 64 * 1024
+"""Metadata is a few short lines; a larger block is a mistake or an attack on the YAML parser."""
+
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+# What Windows-1252 makes of bytes that other single-byte encodings use for letters or the euro: Latin-9
+# (ISO-8859-15) stores € as the byte cp1252 reads as '¤', Latin-2 and Windows-1250 store ś ą ł ź ż ... as
+# '¶' '±' '³' '¼' '¿' .... English text never writes '¤', and never puts these symbols between two letters
+# (the acute accent typed as an apostrophe, "don´t", is left alone: it is real Windows-1252 text).
+_MOJIBAKE = re.compile(r"¤|(?<=[^\W\d_])[¡¢¥¦§¨ª¬¯°±²³µ¶¸¹º¼½¾¿×÷](?=[^\W\d_])")
 _FRONT_MATTER = re.compile(r"\A[ \t]*---[ \t]*\r?\n(.*?)^[ \t]*---[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 _TURN_LABEL = re.compile(r"^[ \t]*[*_]*(?P<label>[A-Za-z][A-Za-z .'-]{0,30}?(?:[ \t]*\d{1,3})?)[ \t]*[*_]*:[*_]*[ \t]*", re.M)
 
@@ -55,27 +69,72 @@ def decode_text(data: bytes, source: Path | str) -> str:
     """
     if b"\x00" in data:
         raise TranscriptError(source, "is not a text file (binary data, or UTF-16 text); save it as UTF-8 text or .docx")
+    windows_1252 = False
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         try:
-            text = data.decode("cp1252")
+            text, windows_1252 = data.decode("cp1252"), True
         except UnicodeDecodeError:
             raise TranscriptError(source, "is neither UTF-8 nor Windows-1252 text; open it and save it as UTF-8") from None
     if _CONTROL_CHARS.search(text):
         raise TranscriptError(source, "contains control characters, so it is probably not a text file; save it as UTF-8 text")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    misread = _MOJIBAKE.search(text) if windows_1252 else None
+    if misread:
+        line = text.count("\n", 0, misread.start()) + 1
+        raise TranscriptError(source, f"looks saved in another encoding (line {line} "
+                              f"reads '{misread.group()}' where a letter or '€' was meant, as Latin-9 or Central "
+                              "European text does); open it and save it as UTF-8")
+    check_line_lengths(text.split("\n"), source, "line")
+    return text
+
+
+def check_line_lengths(lines: list[str], source: Path | str, unit: str) -> None:
+    """Refuse a line (or Word paragraph) longer than the anonymisation gate can check at once."""
+    if max(map(len, lines), default=0) <= MAX_LINE_CHARS:
+        return
+    number, line = next((n, line) for n, line in enumerate(lines, 1) if len(line) > MAX_LINE_CHARS)
+    raise TranscriptError(source, f"{unit} {number} has {len(line):,} characters, more than qcode can check for "
+                          f"personal data at once ({MAX_LINE_CHARS:,}); break it into paragraphs")
 
 
 def read_docx_text(path: Path) -> str:
     import docx  # python-docx is imported lazily: most rounds are plain text
     from docx.opc.exceptions import PackageNotFoundError
+    from lxml.etree import XMLSyntaxError
 
     try:
         document = docx.Document(str(path))
     except (zipfile.BadZipFile, KeyError, ValueError, PackageNotFoundError) as exc:
         raise TranscriptError(path, f"cannot be opened as a Word document ({exc.__class__.__name__}); re-save it from Word as .docx") from None
-    return "\n".join(p.text for p in document.paragraphs)
+    except (XMLSyntaxError, zlib.error, EOFError) as exc:  # a part cut short or garbled: a partial copy or a bad disk
+        kind = "zlib.error" if isinstance(exc, zlib.error) else exc.__class__.__name__
+        raise TranscriptError(path, f"is a damaged Word document (a part of it is cut short or corrupt: {kind}); "
+                              "re-save it from Word as .docx, or copy it again") from None
+    paragraphs = [p.text for p in document.paragraphs]
+    check_line_lengths(paragraphs, path, "paragraph")
+    return "\n".join(paragraphs)
+
+
+class _AliasError(yaml.YAMLError):
+    def __init__(self, mark):
+        super().__init__("anchor or alias")
+        self.problem_mark = mark
+
+
+class _FrontMatterLoader(yaml.SafeLoader):
+    """YAML's safe loader without anchors and aliases ('&a', '*a').
+
+    Metadata never needs them, and aliases let a few hundred bytes expand to
+    billions of values ("billion laughs") that exhaust memory.
+    """
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise _AliasError(event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def split_front_matter(text: str, source: Path | str) -> tuple[dict, str]:
@@ -83,12 +142,21 @@ def split_front_matter(text: str, source: Path | str) -> tuple[dict, str]:
     match = _FRONT_MATTER.match(text)
     if not match:
         return {}, text
+    if len(match.group(1)) > MAX_FRONT_MATTER_CHARS:
+        raise TranscriptError(source, f"front matter is {len(match.group(1)) // 1024} KB, more than metadata needs "
+                              f"({MAX_FRONT_MATTER_CHARS // 1024} KB at most); keep the '---' block to 'key: value' lines")
     try:
-        meta = yaml.safe_load(match.group(1)) or {}
+        meta = yaml.load(match.group(1), Loader=_FrontMatterLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 2}" if mark else ""
+        if isinstance(exc, _AliasError):
+            raise TranscriptError(source, f"front matter uses YAML anchors or aliases ('&' or '*'){where}; write plain "
+                                  "'key: value' lines") from None
         raise TranscriptError(source, f"front matter is not valid YAML{where}; fix the '---' block at the top of the file") from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # e.g. 'date: 2026-13-45'
+        raise TranscriptError(source, f"front matter has a value that cannot be read ({exc.__class__.__name__}), such as "
+                              "an impossible date; write dates as YYYY-MM-DD and fix the '---' block") from None
     if not isinstance(meta, dict):
         raise TranscriptError(source, "front matter must be 'key: value' lines between two '---' lines")
     return {str(k).strip().lower(): v for k, v in meta.items()}, text[match.end():]
@@ -156,15 +224,35 @@ def personal_data_reason(findings: list[Finding]) -> str:
             "manifest row, or run with the 'redact' anonymisation policy")
 
 
+def suggest_key(key: str) -> str | None:
+    """The metadata field a misspelt key most likely means, for "did you mean ...?"; None if none is close.
+
+    Examples
+    --------
+    >>> suggest_key("councl"), suggest_key("Interview ID"), suggest_key("colour")
+    ('council', 'interview_id', None)
+    """
+    normal = re.sub(r"[\s-]+", "_", key.strip().lower())
+    if normal in META_FIELDS:
+        return normal
+    close = difflib.get_close_matches(normal, META_FIELDS, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def read_manifest(round_dir: Path, gate: Anonymiser | None = None) -> dict[str, dict[str, str]]:
     """Metadata rows keyed by file name; a broken manifest stops the round with the line to fix.
 
     A message names a listed file by its gated name (``gate``, or one without
     known names), since the name in the manifest may be a person's.
     """
+    return {name: row for _, name, row in _manifest_lines(round_dir, gate)}
+
+
+def _manifest_lines(round_dir: Path, gate: Anonymiser | None = None) -> list[tuple[int, str, dict[str, str]]]:
+    """(source line, file name, metadata) for each row of the round's manifest, checked."""
     path = round_dir / MANIFEST
     if not path.exists():
-        return {}
+        return []
     try:
         text = decode_text(path.read_bytes(), path)
     except TranscriptError as exc:
@@ -177,18 +265,21 @@ def read_manifest(round_dir: Path, gate: Anonymiser | None = None) -> dict[str, 
         raise RoundError(f"{path}: needs a 'file' column naming each transcript (found columns: {', '.join(columns) or 'none'})")
     unknown = sorted(set(columns) - set(META_FIELDS) - {"file"} - {""})
     if unknown:
-        raise RoundError(f"{path}: unknown column(s) {', '.join(unknown)}; allowed: file, {', '.join(META_FIELDS)}")
-    rows: dict[str, dict[str, str]] = {}
+        named = ", ".join(c + (f" (did you mean '{suggest_key(c)}'?)" if suggest_key(c) else "") for c in unknown)
+        raise RoundError(f"{path}: unknown column(s) {named}; allowed: file, {', '.join(META_FIELDS)}")
+    rows: list[tuple[int, str, dict[str, str]]] = []
+    listed: set[str] = set()
     for row in reader:
         line_number = reader.line_num  # the source line, so blank lines and quoted line breaks don't shift it
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
         name = row.pop("file", "")
         if not name:
             raise RoundError(f"{path}, line {line_number}: the 'file' cell is empty; name the transcript file or delete the row")
-        if name in rows:
+        if name in listed:
             shown = file_label(name, gate or Anonymiser())[0]
             raise RoundError(f"{path}, line {line_number}: file {shown!r} is listed twice; keep one row per file")
-        rows[name] = {k: v for k, v in row.items() if v}
+        listed.add(name)
+        rows.append((line_number, name, {k: v for k, v in row.items() if v}))
     return rows
 
 
@@ -206,11 +297,83 @@ def read_known_names(round_dir: Path) -> list[str]:
 def list_transcript_files(round_dir: Path) -> list[Path]:
     if not round_dir.is_dir():
         raise RoundError(f"{round_dir} is not a folder; pass the folder that holds the round's transcripts")
-    return sorted(
-        p for p in round_dir.iterdir()
-        if p.is_file() and p.suffix.lower() in TRANSCRIPT_SUFFIXES and p.name.lower() not in SIDE_FILES
-        and not p.name.startswith((".", "~$"))
-    )
+    return [path for path, problem in _round_entries(round_dir) if problem is None]
+
+
+def _round_entries(round_dir: Path) -> list[tuple[Path, str | None]]:
+    """Each transcript-named entry of the folder, with why it is not read (None: it is read).
+
+    A link is followed only to a file inside the round folder: a link out of it
+    could pull any file on the machine into the round.
+    """
+    inside = round_dir.resolve()
+    entries = []
+    for path in sorted(round_dir.iterdir()):
+        if path.suffix.lower() not in TRANSCRIPT_SUFFIXES or path.name.lower() in SIDE_FILES \
+                or path.name.startswith((".", "~$")):
+            continue
+        problem = None
+        if path.is_symlink():
+            target = path.resolve()
+            if not target.exists():
+                problem = "is a link to a file that does not exist; not read"
+            elif not target.is_relative_to(inside):
+                problem = "is a link to a file outside the round folder; not read (copy the file into the folder instead)"
+        if problem is None and not path.is_file():
+            continue  # a sub-folder named like a transcript
+        entries.append((path, problem))
+    return entries
+
+
+def round_warnings(round_dir: Path, gate: Anonymiser | None = None) -> list[str]:
+    """What the research team should know about a round folder that does not stop it (one line each).
+
+    Transcripts that are links out of the folder or to nothing, manifest rows
+    naming no transcript in the folder, and a folder with no transcripts at all.
+    """
+    gate = gate or Anonymiser(read_known_names(round_dir))
+    entries = _round_entries(round_dir)
+    warnings = [f"{file_label(path.name, gate)[0]}: {problem}" for path, problem in entries if problem]
+    names = [path.name for path, problem in entries if problem is None]
+    for line, name, _ in _manifest_lines(round_dir, gate):
+        if name not in names:
+            # Only the same name in other capitals or with another suffix is suggested: FEN-04 is not FEN-03.
+            meant = [n for n in names if n.lower() == name.lower() or Path(n).stem.lower() == Path(name).stem.lower()]
+            hint = f" (did you mean {file_label(meant[0], gate)[0]!r}?)" if meant else ""
+            warnings.append(f"{round_dir / MANIFEST}, line {line}: names {file_label(name, gate)[0]!r}, which is not a transcript in the "
+                            f"round folder{hint}; correct the name or delete the row")
+    if not names:
+        warnings.append(f"{round_dir} holds no transcripts ({', '.join(sorted(TRANSCRIPT_SUFFIXES))} files directly "
+                        "in the folder)")
+    return warnings
+
+
+def record_unexpected_failure(source: str, exc: BaseException, error_log: Path | None) -> str:
+    """The quarantine reason for a file whose processing failed in a way qcode does not foresee.
+
+    The traceback goes to ``error_log`` without the error's own message, which
+    can quote the transcript: the log names the file, the error class and where
+    in the code it happened, never the text.
+    """
+    kind = type(exc).__name__
+    if error_log is None:
+        return f"could not be processed ({kind})"
+    lines = [f"{datetime.now().isoformat(timespec='seconds')} {source}: {kind} "
+             "(its message is left out: it can quote the transcript)\n"]
+    cause: BaseException | None = exc
+    while cause is not None and len(lines) < 200:
+        lines += ["Traceback (most recent call last):\n", *traceback.format_tb(cause.__traceback__),
+                  f"{type(cause).__module__}.{type(cause).__qualname__}\n"]
+        cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            lines.append("raised while handling:\n")
+    try:
+        error_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(error_log, "a", encoding="utf-8") as handle:
+            handle.writelines(lines + ["\n"])
+    except OSError:
+        return f"could not be processed ({kind}); the full error could not be written to {error_log}"
+    return f"could not be processed ({kind}); the full error is in {error_log}"
 
 
 def read_transcript(path: Path, manifest_row: dict[str, str] | None = None, gate: Anonymiser | None = None, *,
@@ -248,10 +411,13 @@ def read_transcript(path: Path, manifest_row: dict[str, str] | None = None, gate
                       first_line=raw_text[:len(raw_text) - len(body)].count("\n") + 1, dropped_keys=dropped)
 
 
-def read_round(round_dir: Path, gate: Anonymiser | None = None) -> tuple[list[Transcript], list[Quarantined]]:
+def read_round(round_dir: Path, gate: Anonymiser | None = None,
+               error_log: Path | None = None) -> tuple[list[Transcript], list[Quarantined]]:
     """Every readable transcript of a round, and the files set aside with their reasons.
 
-    ``gate`` defaults to one knowing the round's ``known_names.txt``.
+    ``gate`` defaults to one knowing the round's ``known_names.txt``. A file
+    that fails in a way nobody foresaw is set aside too, its traceback written
+    to ``error_log``: one file never stops the round.
     """
     gate = gate or Anonymiser(read_known_names(round_dir))
     round_id = round_key(round_dir)
@@ -267,6 +433,9 @@ def read_round(round_dir: Path, gate: Anonymiser | None = None) -> tuple[list[Tr
             quarantined.append(Quarantined(file_label(path.name, gate)[0],
                                            f"cannot be read ({exc.strerror}); check the file's permissions",
                                            file_key(path.name)))
+        except Exception as exc:  # noqa: BLE001 - the file boundary: anything else sets this file aside, not the round
+            label = file_label(path.name, gate)[0]
+            quarantined.append(Quarantined(label, record_unexpected_failure(label, exc, error_log), file_key(path.name)))
     keys: dict[str, str] = {}
     unique: list[Transcript] = []
     for t in transcripts:

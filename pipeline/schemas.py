@@ -165,6 +165,7 @@ class IngestReport:
     retired: list[str] = field(default_factory=list)
     """Files whose interview left the active data: gone from the round folder, or given another council/id."""
     warnings: list[str] = field(default_factory=list)
+    """One line each about the round that did not stop it (links out of the folder, manifest rows naming no file)."""
 
     @property
     def redaction_total(self) -> int:

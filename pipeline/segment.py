@@ -45,18 +45,43 @@ def _sentencizer():
     return nlp
 
 
+SENTENCE_CHUNK_CHARS = 100_000
+"""spaCy refuses texts over ``nlp.max_length`` (1,000,000 characters), and a turn can be longer: turns go to
+the sentencizer in pieces of at most this many characters, each cut after a sentence where there is one."""
+
+_SENTENCE_END = re.compile(r"""[.!?…]+["'”’)\]]*\s+""")
+
+
+def _chunks(text: str, limit: int = SENTENCE_CHUNK_CHARS) -> list[tuple[int, int]]:
+    """Spans of at most ``limit`` characters covering ``text``, cut after a sentence end, else at white space."""
+    bounds, start = [], 0
+    while len(text) - start > limit:
+        window = text[start:start + limit]
+        cut = None
+        for sentence_end in _SENTENCE_END.finditer(window, limit // 2):
+            if not window[:sentence_end.start() + 1].endswith(ABBREVIATIONS):  # "Mr. Smith" is one sentence
+                cut = sentence_end.end()
+        if cut is None:
+            spaces = max(window.rfind(" "), window.rfind("\n"), window.rfind("\t"))
+            cut = spaces + 1 if spaces > 0 else limit
+        bounds.append((start, start + cut))
+        start += cut
+    bounds.append((start, len(text)))
+    return bounds
+
+
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """Character spans of the sentences in ``text``, trimmed of surrounding white space."""
-    doc = _sentencizer()(text)
     spans = []
-    for sent in doc.sents:
-        start, end = sent.start_char, sent.end_char
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        if start < end:
-            spans.append((start, end))
+    for offset, chunk_end in _chunks(text):
+        for sent in _sentencizer()(text[offset:chunk_end]).sents:
+            start, end = offset + sent.start_char, offset + sent.end_char
+            while start < end and text[start].isspace():
+                start += 1
+            while end > start and text[end - 1].isspace():
+                end -= 1
+            if start < end:
+                spans.append((start, end))
     return spans
 
 

@@ -28,14 +28,15 @@ from pipeline.classify import TrainedCoder, ZeroShotCoder, codebook_training_set
 from pipeline.codebook import load_codebook
 from pipeline.config import Settings
 from pipeline.embed import embed_with_cache, load_embedder
-from pipeline.errors import QcodeError, ReviewFileError, TranscriptError
+from pipeline.errors import QcodeError, ReviewFileError, TranscriptError, explain_system_error
 from pipeline.evaluate import indicator_matrix, read_labelled_csv
 from pipeline.gold import ImportResult, import_review, reconcile_gold
 from pipeline.ingest import (META_FIELDS, body_findings, file_key, list_transcript_files, personal_data_reason,
-                             read_known_names, read_round, round_key, split_turns)
+                             read_known_names, read_round, record_unexpected_failure, round_key, round_warnings,
+                             split_turns)
 from pipeline.report import UNCHANGED, ExportResult, write_analysis_tables, write_reports, write_review_files, write_run_report
 from pipeline.review import ReviewExport, parse_review_csv
-from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, slugify
+from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, Transcript, slugify
 from pipeline.segment import segment_turns
 from pipeline.spreadsheet import sha256_file
 from pipeline.store import Store
@@ -70,23 +71,33 @@ def processing_fingerprint(settings: Settings, known_names: list[str]) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
+def ingest_log(settings: Settings, run_id: str) -> Path:
+    """Where a run's unforeseen per-file failures are written (tracebacks, never text): logs/ beside the database."""
+    return settings.db_path.parent / "logs" / f"ingest-{run_id}.log"
+
+
 def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestReport:
     """Read, anonymise, split and segment every new or changed file of a round and store it.
 
     A file whose bytes, manifest row and processing settings are unchanged is
     recognised by hash and skipped; a file that cannot be used is quarantined
-    with its reason and the others go on. Files are reported by their gated
-    labels. A file is one interview, known by its path in the round folder:
-    when its metadata moves it to another council or interview id, or the file
-    is gone from the folder, the interview it held is retired (kept, with its
-    reviewers' decisions, but out of the reports).
+    with its reason and the others go on, whatever the failure, unless the
+    machine itself fails (a full disk, say), which stops the run. Files are
+    reported by their gated labels. A file is one interview, known by its path
+    in the round folder: when its metadata moves it to another council or
+    interview id, or the file is gone from the folder, the interview it held is
+    retired (kept, with its reviewers' decisions, but out of the reports).
     """
     round_dir = Path(round_dir)
     known_names = read_known_names(round_dir)
     gate = Anonymiser(known_names)
-    transcripts, quarantined = read_round(round_dir, gate)
+    error_log = ingest_log(settings, run_id)
+    transcripts, quarantined = read_round(round_dir, gate, error_log)
     fingerprint = processing_fingerprint(settings, known_names)
-    report = IngestReport(files_seen=len(transcripts) + len(quarantined), quarantined=list(quarantined))
+    report = IngestReport(files_seen=len(transcripts) + len(quarantined), quarantined=list(quarantined),
+                          warnings=round_warnings(round_dir, gate))
+    for warning in report.warnings:
+        log.warning("%s", warning)
     for q in quarantined:
         log.warning("quarantined %s: %s", q.source, q.reason)
     embedder = None
@@ -127,8 +138,12 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
                 status = store.save_transcript(SegmentedTranscript(clean, tuple(turns), tuple(passages)), run_id,
                                                source_key)
             except TranscriptError as exc:
-                report.quarantined.append(Quarantined(transcript.source, exc.reason, transcript.file_key))
-                log.warning("quarantined %s: %s", transcript.source, exc.reason)
+                _quarantine(report, transcript, exc.reason)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the file boundary: one file's failure never stops the round
+                if isinstance(exc, QcodeError) or explain_system_error(exc):
+                    raise  # the database or the machine failed, not this file: the run stops and says so
+                _quarantine(report, transcript, record_unexpected_failure(transcript.source, exc, error_log))
                 continue
             getattr(report, status).append(transcript.source)
         present = [file_key(path.name) for path in list_transcript_files(round_dir)]
@@ -137,6 +152,11 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
         log.warning("retired %s: it is no longer in the round folder, so its interview leaves the reports "
                     "(reviewers' decisions on it are kept)", label)
     return report
+
+
+def _quarantine(report: IngestReport, transcript: Transcript, reason: str) -> None:
+    report.quarantined.append(Quarantined(transcript.source, reason, transcript.file_key))
+    log.warning("quarantined %s: %s", transcript.source, reason)
 
 
 def embed_passages(settings: Settings) -> dict:

@@ -56,6 +56,40 @@ def test_max_sentences_is_configurable():
         "One.", "Two.", "Three.", "Four.", "Five."]
 
 
+def test_a_turn_longer_than_spacys_limit_is_split_into_every_sentence():
+    # One line of 15,000 sentences (1,170,000 characters): spaCy alone refuses anything over 1,000,000.
+    sentence = "We pooled the budgets with health and it took a year to agree the governance. "
+    text = sentence * 15000
+    spans = sentence_spans(text)
+    assert len(spans) == 15000
+    assert all(text[s:e] == sentence.strip() for s, e in spans)
+    assert [text[s:e] for s, e in group_sentences(text)][-1] == (sentence * 3).strip()
+
+
+def test_a_long_turn_without_sentence_ends_is_cut_at_white_space():
+    text = "word " * 250_000  # 1,250,000 characters and no full stop anywhere
+    spans = sentence_spans(text)
+    assert "".join(text[s:e] + " " for s, e in spans) == text  # nothing lost, no word cut in two
+    assert max(e - s for s, e in spans) <= 100_000
+
+
+def test_a_long_turn_is_not_cut_after_a_title_such_as_mr():
+    # The only full stop in the second half of the first 100,000 characters follows "Mr".
+    text = "word " * 11000 + "so I met Mr. Jones " + "word " * 10000 + "end."
+    spans = sentence_spans(text)
+    assert not any(text[s:e].endswith("Mr.") for s, e in spans)
+    assert "".join(text[s:e] + " " for s, e in spans).strip() == text
+
+
+def test_a_long_turn_in_a_transcript_keeps_offsets_into_the_transcript(tmp_path):
+    paragraph = "The leader backed it from the start. Officers were nervous, honestly.\n"
+    path = write_interview(tmp_path, "long.md", "Interviewer: Tell me all.\nRespondent: " + paragraph * 15000)
+    transcript, _, passages = segment_file(path)
+    assert len(transcript.text) > 1_000_000
+    assert len(passages) == 10000
+    assert all(transcript.text[p.start:p.end] == p.text for p in passages)
+
+
 @pytest.mark.slow
 def test_token_budget_respected_with_real_tokenizer(embedder):
     budget = 20
