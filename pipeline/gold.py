@@ -86,6 +86,7 @@ def import_review(store: Store, review: ReviewFile, codebook: Codebook, *, revie
     ``after_each`` is called after each decision is written (progress).
     """
     redact_note = redact_note or Anonymiser().redact
+    stored_name = redact_note(Path(review.name).name)[0]  # a reviewer may name a file after a participant
     ids = [r.passage_id for r in review.rows]
     states = store.passage_states(ids)
     problems = [f"row {r.row}: passage_id {r.passage_id} does not exist in this database; "
@@ -152,7 +153,7 @@ def import_review(store: Store, review: ReviewFile, codebook: Codebook, *, revie
             result.warnings.append(f"row {row.row}: {newest['reviewer']} decided this passage after the file was "
                                    f"exported; the decision by {who} in this file now stands (both stay in the history)")
         decisions.append(dict(passage_id=row.passage_id, reviewer=who, codes_before=current, codes_after=row.codes,
-                              note=note, kind=REVIEW, source_file=Path(review.name).name,
+                              note=note, kind=REVIEW, source_file=stored_name,
                               source_sha256=review.sha256, codebook_version=codebook.version))
     if problems:
         raise ReviewFileError(review.name, problems)
@@ -168,7 +169,7 @@ def import_review(store: Store, review: ReviewFile, codebook: Codebook, *, revie
             if after_each:
                 after_each(i)
     result.applied = len(decisions)
-    log.info("%s: %d decisions applied, %d unchanged, %d stale rows", review.name, result.applied,
+    log.info("%s: %d decisions applied, %d unchanged, %d stale rows", stored_name, result.applied,
              result.unchanged, len(result.stale_rows))
     return result
 

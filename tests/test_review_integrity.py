@@ -142,13 +142,14 @@ def test_notes_pass_the_anonymisation_gate_before_they_are_stored(coded_world, t
     rows = read_review(settings)
     rows[2]["note"] = RAW_NOTE
     rows[2]["codes"] = other_codes(rows[2]["codes"])
-    path = save_like_excel(rows, tmp_path / "r.csv")
+    path = save_like_excel(rows, tmp_path / "notes on Dr Amir Khan.csv")  # file names carry names too
 
     with caplog.at_level(logging.DEBUG):
         result = import_one(settings, path, reviewer="Ana")
 
     assert result.applied == 1
-    [(note,)] = query(settings, "SELECT note FROM review_decisions")
+    [(note, stored_name)] = query(settings, "SELECT note, source_file FROM review_decisions")
+    assert stored_name == "notes on Dr [PERSON].csv"
     assert not any(part in note for part in RAW_PARTS), note
     assert all(kind in note for kind in ("[PERSON]", "[PHONE]", "[EMAIL]"))
     said = "\n".join(result.warnings) + "\n" + caplog.text
