@@ -86,7 +86,8 @@ def import_review(store: Store, review: ReviewFile, codebook: Codebook, *, revie
     ``after_each`` is called after each decision is written (progress).
     """
     redact_note = redact_note or Anonymiser().redact
-    stored_name = redact_note(Path(review.name).name)[0]  # a reviewer may name a file after a participant
+    file_name = Path(review.name)  # a reviewer may name a file after a participant
+    stored_name = redact_note(file_name.stem.replace("_", " "))[0] + file_name.suffix
     ids = [r.passage_id for r in review.rows]
     states = store.passage_states(ids)
     problems = [f"row {r.row}: passage_id {r.passage_id} does not exist in this database; "
