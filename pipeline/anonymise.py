@@ -163,6 +163,19 @@ _ADDRESS = re.compile(
     rf"(?<![\w,.])(?:(?i:flat|apartment|apt|unit|room|suite)\.? +\d{{1,4}}[A-Za-z]?,? +)?"
     rf"(?!(?:19|20)\d\d\b)\d{{1,4}}[A-Za-z]?,? +(?:{_STREET_NAME_WORD} +){{1,3}}(?i:{_STREET_TYPES})\b")
 
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)", re.M)
+# What may stand before a sentence's first word: a speaker label ("A:", "Interviewer (P1):", "**R:**"), stage
+# directions ("[laughs]"), quotes, brackets, dashes.
+_OPENING = re.compile(r"(?:[\s\"'(*_-]|\[[^\]\n]{0,40}\])*(?:[A-Z][\w ().]{0,30}:(?:[\s\"'(*_-]|\[[^\]\n]{0,40}\])*)?")
+_CAPITALISED = re.compile(r"(?<![\w'-])[A-Z][^\W_]*(?:'[a-z]+)?")
+_I_FORMS = frozenset({"i", "i'm", "i've", "i'd", "i'll"})
+_SENTENCE_OPENERS = frozenset({".", "!", "?", ":", ";", '"', "'", "]", ")", "(", "[", "-", "--"})
+# A single capitalised word after these is a thing or a place, not a person: "the Pledge", "in Rotterdam".
+_NOT_BEFORE_A_NAME = frozenset("the a an this that these those our their its my your his her in at near into "
+                               "across around outside inside towards".split())
+_MOVING = frozenset("move moves moved moving go goes went going gone come comes came coming travel travels travelled "
+                    "traveled travelling commute commutes commuted commuting drive drives drove driving relocate "
+                    "relocated back down up over out away round across trip trips journey way".split())
 _TITLE = re.compile(r"(?<![\w'-])(" + "|".join(TITLES) + r")(\.?)(?= +\S)", re.I)
 _NAME_TOKEN = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
 _GAP = re.compile(r" +")
@@ -224,9 +237,11 @@ class Anonymiser:
         self._allowed = self._alternation(["[ ]+".join(re.escape(w) for w in normalise(a).split()) for a in self.allow])
         self.nlp = None
         if ner:
-            from pipeline.ner_model import load_ner
+            from pipeline.ner_model import dictionary, load_ner
 
-            self.nlp = load_ner()
+            self.nlp, self.dictionary = load_ner(), dictionary()
+        else:
+            self.dictionary = self.common
 
     @staticmethod
     def _alternation(patterns: list[str]):
@@ -327,7 +342,7 @@ class Anonymiser:
                 break
             if shouting and not w.isupper():
                 break  # "MS Teams": an upper-case title is a title only before an upper-case name
-            if w.isupper() and shouting and words and self._common(lower):
+            if w.isupper() and shouting and words and self._is_word(lower):
                 break  # "DR ORLA KINSELLA AGREED"
             if words == 0 and pending is None and (lower in _stop_words() or lower in CALENDAR_WORDS):
                 pending = start  # "Mr Will Hargreaves": a small word is a name only with a surname after it
@@ -344,9 +359,6 @@ class Anonymiser:
             words += 1
         return (first, last) if first is not None else None
 
-    def _common(self, word: str) -> bool:
-        return word in self.common
-
     def _known_names(self, t: str) -> list[tuple[int, int, str]]:
         spans = []
         if self._full:
@@ -359,15 +371,39 @@ class Anonymiser:
         return spans
 
     def _model_names(self, t: str) -> list[tuple[int, int, str]]:
+        """PERSON entities of the sentences that can hold an untitled name (a quarter of a typical transcript)."""
+        sentences = [m for m in _SENTENCE.finditer(t) if self._may_hold_name(m.group())]
         spans = []
-        lines = [(m.start(), m.group()) for m in re.finditer(r"[^\n]+", t) if re.search(r"[A-Z]", m.group())]
-        for (offset, _), doc in zip(lines, self.nlp.pipe([line for _, line in lines], batch_size=64)):
+        for m, doc in zip(sentences, self.nlp.pipe([m.group() for m in sentences], batch_size=64)):
             for ent in doc.ents:
                 if ent.label_ == "PERSON":
                     span = self._plausible_name(ent)
                     if span:
-                        spans.append((offset + span[0], offset + span[1], PERSON))
+                        spans.append((m.start() + span[0], m.start() + span[1], PERSON))
         return spans
+
+    def _may_hold_name(self, sentence: str) -> bool:
+        """A capitalised word that is not "I", a role or calendar word, or a sentence's first word that is a word."""
+        opening = _OPENING.match(sentence).end()
+        for w in _CAPITALISED.finditer(sentence, opening):
+            word = w.group()
+            if word.lower() in _I_FORMS or word.lower() in NOT_NAMES or word.isupper() or not word.replace("'", "").isalpha():
+                continue  # "I", roles, acronyms (IT, HR), codes (CB4)
+            if w.start() > opening or not self._is_word(word):
+                return True
+        return False
+
+    def _is_word(self, word: str) -> bool:
+        """An English word (WordNet, stop words), also as a plural, past tense, -ing or -ly form."""
+        w = re.sub(r"'(?:s|re|ve|d|ll|m|t)$|n't$", "", word.lower())
+        words = self.dictionary
+        if w in words or w in _stop_words():
+            return True
+        for suffix, replacement in (("ies", "y"), ("es", ""), ("s", ""), ("ed", ""), ("ed", "e"), ("ing", ""),
+                                    ("ing", "e"), ("ly", ""), ("ily", "y")):
+            if w.endswith(suffix) and len(w) > len(suffix) + 2 and w[: -len(suffix)] + replacement in words:
+                return True
+        return False
 
     def _plausible_name(self, ent) -> tuple[int, int] | None:
         """The part of a PERSON entity that is a name, or None: role words, titles and stray words trimmed."""
@@ -378,18 +414,27 @@ class Anonymiser:
         while tokens and (tokens[-1].lower_ in NOT_NAMES or tokens[-1].text in ("'s", "'", "-")
                           or not _capitalised(tokens[-1].text)):
             tokens.pop()
-        if not tokens:
-            return None
         words = [tok for tok in tokens if tok.is_alpha]
         if not words or any(tok.like_num for tok in tokens):
             return None
-        if all(w.is_upper and len(w) > 1 for w in words) and len(words) == 1:
-            return None  # an acronym: LGA, SEND, ASC
         first = tokens[0]
-        sentence_start = first.i == 0 or first.nbor(-1).text in (".", "!", "?", ":", '"', "'", ";")
-        if len(words) == 1 and sentence_start and first.lower_ in self.common:
-            return None  # "Absolutely.", "Honestly, ..."
-        return tokens[0].idx, tokens[-1].idx + len(tokens[-1].text)
+        before = first.nbor(-1) if first.i > 0 else None
+        if len(words) == 1:
+            word = words[0]
+            if word.is_upper and len(word) > 1:
+                return None  # an acronym: LGA, SEND
+            if before is not None and before.lower_ in _NOT_BEFORE_A_NAME:
+                return None  # "the Pledge", "in Rotterdam"
+            if (before is not None and before.lower_ in ("to", "from") and before.i > 0
+                    and before.nbor(-1).lower_ in _MOVING):
+                return None  # "moved to Manchester", "came back from Leeds"; but "spoke to Sarah"
+            after = tokens[-1].nbor(1) if tokens[-1].i + 1 < len(tokens[-1].doc) else None
+            if after is not None and _capitalised(after.text) and after.lower_ not in _I_FORMS:
+                return None  # one word of a capitalised title: "Fenley Says No To Smelly Bins"
+            sentence_start = before is None or before.text in _SENTENCE_OPENERS or before.is_space
+            if sentence_start and self._is_word(word.text):
+                return None  # "Silos, mostly.", "[pause] Badly, at first."
+        return first.idx, tokens[-1].idx + len(tokens[-1].text)
 
     def _without_allowed(self, t: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
         if not self._allowed:

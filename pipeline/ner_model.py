@@ -73,10 +73,25 @@ def verify(folder: Path, manifest: dict[str, str]) -> None:
 
 
 @lru_cache(maxsize=1)
+def checked_model_dir() -> Path:
+    """The pipeline's folder once its files have matched the manifest (checked once per process)."""
+    folder = model_dir()
+    verify(folder, read_manifest())
+    return folder
+
+
+@lru_cache(maxsize=1)
 def load_ner():
     """The checked pipeline (tok2vec + ner), loaded once per process."""
     import spacy
 
-    folder = model_dir()
-    verify(folder, read_manifest())
-    return spacy.load(folder, exclude=list(EXCLUDED_COMPONENTS))
+    return spacy.load(checked_model_dir(), exclude=list(EXCLUDED_COMPONENTS))
+
+
+@lru_cache(maxsize=1)
+def dictionary() -> frozenset[str]:
+    """Every lower-case English word in WordNet's index as the pipeline's lemmatizer ships it (~77,000)."""
+    from spacy.lookups import Lookups
+
+    index = Lookups().from_disk(checked_model_dir() / "lemmatizer" / "lookups").get_table("lemma_index")
+    return frozenset(w for pos in ("noun", "verb", "adj", "adv") for w in index.get(pos, ()) if w.isalpha())

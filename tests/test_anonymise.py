@@ -310,3 +310,65 @@ def test_spans_are_offsets_into_the_original_text(gate):
     assert [(text[s.start:s.end], s.kind) for s in spans] == [
         ("Siâ\u0302n  O\u2019Rourke", PERSON), ("m14 5tq", POSTCODE), ("0044 7700 900321", PHONE),
         ("x dot y at gmail dot com", EMAIL)]
+
+
+@pytest.mark.parametrize("text", [
+    "Where do I start? The internal ones first. Silos, mostly.",
+    "So we had the Pledge, and a climate plan.",
+    "Our social workers had worked in Rotterdam for a couple of years.",
+    "R: [pause] Badly, at first. Then better.",
+    "The Chief Executive and the Leader met the Cabinet.",
+    "The IT people and HR set it up on MS Teams.",
+])
+def test_the_ner_model_leaves_common_capitalised_words_alone(gate, text):
+    assert gate.redact(text) == (text, {})
+
+
+def test_the_ner_model_is_loaded_once():
+    from pipeline.ner_model import load_ner
+
+    assert Anonymiser().nlp is Anonymiser(known_names=["Jo Bell"]).nlp is load_ner()
+
+
+def test_a_changed_model_file_is_refused_with_its_name(tmp_path):
+    from pipeline.errors import QcodeError
+    from pipeline.ner_model import NerModelError, read_manifest, verify
+
+    (tmp_path / "ner").mkdir()
+    (tmp_path / "ner" / "model").write_bytes(b"weights")
+    (tmp_path / "config.cfg").write_text("[nlp]\n", encoding="utf-8")
+    manifest = {"ner/model": "0" * 64, "config.cfg": __import__("hashlib").sha256(b"[nlp]\n").hexdigest()}
+    with pytest.raises(NerModelError, match=r"ner/model .*has sha256 .*not the recorded"):
+        verify(tmp_path, manifest)
+    assert issubclass(NerModelError, QcodeError)
+
+    manifest["ner/model"] = __import__("hashlib").sha256(b"weights").hexdigest()
+    verify(tmp_path, manifest)
+    (tmp_path / "extra.bin").write_bytes(b"?")
+    with pytest.raises(NerModelError, match="extra.bin"):
+        verify(tmp_path, manifest)
+    (tmp_path / "extra.bin").unlink()
+    (tmp_path / "config.cfg").unlink()
+    with pytest.raises(NerModelError, match="config.cfg is missing"):
+        verify(tmp_path, manifest)
+    assert len(read_manifest()) > 20  # the recorded manifest covers every file of the installed pipeline
+
+
+def test_the_installed_model_matches_the_recorded_hashes():
+    from pipeline.ner_model import model_dir, read_manifest, verify
+
+    verify(model_dir(), read_manifest())
+
+
+def test_a_word_of_a_capitalised_title_is_not_a_name(gate):
+    text = 'There was a Facebook group, "Fenley Says No To Smelly Bins", I think.'
+    assert gate.redact(text) == (text, {})
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("My sister moved to Manchester last year.", "My sister moved to Manchester last year."),
+    ("She came back from Rotterdam full of ideas.", "She came back from Rotterdam full of ideas."),
+    ("I spoke to Sarah yesterday.", "I spoke to [PERSON] yesterday."),
+])
+def test_a_place_after_a_verb_of_moving_is_not_a_name(gate, text, expected):
+    assert gate.redact(text)[0] == expected
