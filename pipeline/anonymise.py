@@ -418,7 +418,7 @@ class Anonymiser:
         if not words or any(tok.like_num for tok in tokens):
             return None
         first = tokens[0]
-        before = first.nbor(-1) if first.i > 0 else None
+        before = next((tok for tok in reversed(first.doc[:first.i]) if not tok.is_space), None)
         if len(words) == 1:
             word = words[0]
             if word.is_upper and len(word) > 1:
@@ -426,12 +426,12 @@ class Anonymiser:
             if before is not None and before.lower_ in _NOT_BEFORE_A_NAME:
                 return None  # "the Pledge", "in Rotterdam"
             if (before is not None and before.lower_ in ("to", "from") and before.i > 0
-                    and before.nbor(-1).lower_ in _MOVING):
+                    and before.doc[before.i - 1].lower_ in _MOVING):
                 return None  # "moved to Manchester", "came back from Leeds"; but "spoke to Sarah"
             after = tokens[-1].nbor(1) if tokens[-1].i + 1 < len(tokens[-1].doc) else None
             if after is not None and _capitalised(after.text) and after.lower_ not in _I_FORMS:
                 return None  # one word of a capitalised title: "Fenley Says No To Smelly Bins"
-            sentence_start = before is None or before.text in _SENTENCE_OPENERS or before.is_space
+            sentence_start = before is None or before.text in _SENTENCE_OPENERS
             if sentence_start and self._is_word(word.text):
                 return None  # "Silos, mostly.", "[pause] Badly, at first."
         return first.idx, tokens[-1].idx + len(tokens[-1].text)
