@@ -387,7 +387,8 @@ class Anonymiser:
         opening = _OPENING.match(sentence).end()
         for w in _CAPITALISED.finditer(sentence, opening):
             word = w.group()
-            if word.lower() in _I_FORMS or word.lower() in NOT_NAMES or word.isupper() or not word.replace("'", "").isalpha():
+            lower = word.lower()
+            if lower in _I_FORMS or lower in NOT_NAMES or word.isupper() or not word.replace("'", "").isalpha():
                 continue  # "I", roles, acronyms (IT, HR), codes (CB4)
             if w.start() > opening or not self._is_word(word):
                 return True
