@@ -20,6 +20,7 @@ never logged or returned except as spans.
 
 from __future__ import annotations
 
+import copy
 import re
 import unicodedata
 from collections import Counter
@@ -242,6 +243,22 @@ class Anonymiser:
             self.nlp, self.dictionary = load_ner(), dictionary()
         else:
             self.dictionary = self.common
+
+    def allowing(self, names) -> "Anonymiser":
+        """This gate with more words never redacted as names (a round's council names); models are shared.
+
+        Examples
+        --------
+        >>> Anonymiser(ner=False).allowing(["Hollins Vale"]).allow
+        ('Hollins Vale',)
+        """
+        extra = [n.strip() for n in names if n and n.strip() and n.strip() not in self.allow]
+        if not extra:
+            return self
+        wider = copy.copy(self)
+        wider.allow = self.allow + tuple(sorted(set(extra)))
+        wider._allowed = self._alternation(["[ ]+".join(re.escape(w) for w in normalise(a).split()) for a in wider.allow])
+        return wider
 
     @staticmethod
     def _alternation(patterns: list[str]):

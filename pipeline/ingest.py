@@ -24,7 +24,7 @@ import traceback
 import zipfile
 import zlib
 from collections import Counter
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -376,24 +376,50 @@ def record_unexpected_failure(source: str, exc: BaseException, error_log: Path |
     return f"could not be processed ({kind}); the full error is in {error_log}"
 
 
-def read_transcript(path: Path, manifest_row: dict[str, str] | None = None, gate: Anonymiser | None = None, *,
-                    round_id: str = "") -> Transcript:
-    """Decode one file and resolve its metadata (front matter first, then the manifest row) through the gate.
+@dataclass(frozen=True)
+class _RawFile:
+    """A transcript file as read, before the gate: only ever held in memory."""
+    path: Path
+    data: bytes
+    text: str
+    meta: dict
+    body: str
 
-    ``gate`` defaults to one without known names. Metadata values come back
-    redacted and front-matter keys qcode does not know are dropped, their
-    values unread; errors name the file by its gated label.
-    """
-    gate = gate or Anonymiser()
-    key = file_key(path.name)
-    label, name_findings = file_label(path.name, gate)
+
+def _read_raw(path: Path, label: str) -> _RawFile:
     try:
         data = path.read_bytes()
         raw_text = read_docx_text(path) if path.suffix.lower() == ".docx" else decode_text(data, path)
         meta, body = split_front_matter(raw_text, path)
     except TranscriptError as exc:
         raise TranscriptError(label, exc.reason) from None
-    source_hash = hashlib.sha256(data + json.dumps(manifest_row or {}, sort_keys=True).encode()).hexdigest()[:32]
+    return _RawFile(path, data, raw_text, meta, body)
+
+
+def _council_of(raw: _RawFile, manifest_row: dict[str, str] | None) -> str:
+    return str(raw.meta.get("council") or (manifest_row or {}).get("council") or "").strip()
+
+
+def read_transcript(path: Path, manifest_row: dict[str, str] | None = None, gate: Anonymiser | None = None, *,
+                    round_id: str = "") -> Transcript:
+    """Decode one file and resolve its metadata (front matter first, then the manifest row) through the gate.
+
+    ``gate`` defaults to one without known names. Metadata values come back
+    redacted and front-matter keys qcode does not know are dropped, their
+    values unread; errors name the file by its gated label. The file's own
+    council name is never redacted as a person's name.
+    """
+    gate = gate or Anonymiser()
+    label = file_label(path.name, gate)[0]
+    raw = _read_raw(path, label)
+    return _gated_transcript(raw, manifest_row, gate.allowing([_council_of(raw, manifest_row)]), round_id)
+
+
+def _gated_transcript(raw: _RawFile, manifest_row: dict[str, str] | None, gate: Anonymiser, round_id: str) -> Transcript:
+    path, meta, body = raw.path, raw.meta, raw.body
+    key = file_key(path.name)
+    label, name_findings = file_label(path.name, gate)
+    source_hash = hashlib.sha256(raw.data + json.dumps(manifest_row or {}, sort_keys=True).encode()).hexdigest()[:32]
     from_manifest = {k: str(v).strip() for k, v in (manifest_row or {}).items()}
     from_front = {k: str(v).strip() for k, v in meta.items() if k in META_FIELDS and v not in (None, "")}
     origin = {k: f" ({MANIFEST})" for k in from_manifest if k not in from_front}
@@ -408,34 +434,48 @@ def read_transcript(path: Path, manifest_row: dict[str, str] | None = None, gate
     return Transcript(source=label, meta=TranscriptMeta(**{k: merged.get(k, "") for k in META_FIELDS}), text=body,
                       source_hash=source_hash, file_key=key, round_key=round_id,
                       findings=tuple(name_findings + meta_findings),
-                      first_line=raw_text[:len(raw_text) - len(body)].count("\n") + 1, dropped_keys=dropped)
+                      first_line=raw.text[:len(raw.text) - len(body)].count("\n") + 1, dropped_keys=dropped)
 
 
 def read_round(round_dir: Path, gate: Anonymiser | None = None,
                error_log: Path | None = None) -> tuple[list[Transcript], list[Quarantined]]:
     """Every readable transcript of a round, and the files set aside with their reasons.
 
-    ``gate`` defaults to one knowing the round's ``known_names.txt``. A file
-    that fails in a way nobody foresaw is set aside too, its traceback written
-    to ``error_log``: one file never stops the round.
+    ``gate`` defaults to one knowing the round's ``known_names.txt``; the
+    round's council names (from front matter and the manifest) are added to
+    what it never redacts as names, so "Irewell born and bred" keeps its
+    council. Steps that gate the bodies use ``round_gate`` for the same gate.
+    A file that fails in a way nobody foresaw is set aside too, its traceback
+    written to ``error_log``: one file never stops the round.
     """
     gate = gate or Anonymiser(read_known_names(round_dir))
     round_id = round_key(round_dir)
     manifest = read_manifest(round_dir, gate)
-    transcripts: list[Transcript] = []
+    raws: list[_RawFile] = []
     quarantined: list[Quarantined] = []
+
+    def set_aside(path: Path, exc: Exception) -> None:
+        label = file_label(path.name, gate)[0]
+        if isinstance(exc, TranscriptError):
+            reason = exc.reason
+        elif isinstance(exc, OSError):
+            reason = f"cannot be read ({exc.strerror}); check the file's permissions"
+        else:
+            reason = record_unexpected_failure(label, exc, error_log)
+        quarantined.append(Quarantined(label, reason, file_key(path.name)))
+
     for path in list_transcript_files(round_dir):
         try:
-            transcripts.append(read_transcript(path, manifest.get(path.name), gate, round_id=round_id))
-        except TranscriptError as exc:
-            quarantined.append(Quarantined(str(exc.path), exc.reason, file_key(path.name)))
-        except OSError as exc:
-            quarantined.append(Quarantined(file_label(path.name, gate)[0],
-                                           f"cannot be read ({exc.strerror}); check the file's permissions",
-                                           file_key(path.name)))
-        except Exception as exc:  # noqa: BLE001 - the file boundary: anything else sets this file aside, not the round
-            label = file_label(path.name, gate)[0]
-            quarantined.append(Quarantined(label, record_unexpected_failure(label, exc, error_log), file_key(path.name)))
+            raws.append(_read_raw(path, file_label(path.name, gate)[0]))
+        except Exception as exc:  # noqa: BLE001 - the file boundary: anything sets this file aside, not the round
+            set_aside(path, exc)
+    gate = round_gate(gate, raws, manifest)
+    transcripts: list[Transcript] = []
+    for raw in raws:
+        try:
+            transcripts.append(_gated_transcript(raw, manifest.get(raw.path.name), gate, round_id))
+        except Exception as exc:  # noqa: BLE001 - as above
+            set_aside(raw.path, exc)
     keys: dict[str, str] = {}
     unique: list[Transcript] = []
     for t in transcripts:
@@ -446,6 +486,17 @@ def read_round(round_dir: Path, gate: Anonymiser | None = None,
         keys[t.meta.key] = t.source
         unique.append(t)
     return unique, quarantined
+
+
+def round_gate(gate: Anonymiser, raws=(), manifest: dict[str, dict[str, str]] | None = None, *,
+               transcripts=()) -> Anonymiser:
+    """``gate`` allowing the round's council names: from files as read and their manifest rows, or from
+    transcripts already gated (whose councils the gate kept)."""
+    manifest = manifest or {}
+    councils = [_council_of(raw, manifest.get(raw.path.name)) for raw in raws]
+    councils += [row.get("council", "") for row in manifest.values()]
+    councils += [t.meta.council for t in transcripts]
+    return gate.allowing(councils)
 
 
 def _normalise_label(label: str) -> str:

@@ -32,7 +32,7 @@ from pipeline.errors import QcodeError, ReviewFileError, TranscriptError, explai
 from pipeline.evaluate import indicator_matrix, read_labelled_csv
 from pipeline.gold import ImportResult, import_review, reconcile_gold
 from pipeline.ingest import (META_FIELDS, body_findings, file_key, list_transcript_files, personal_data_reason,
-                             read_known_names, read_round, record_unexpected_failure, round_key, round_warnings,
+                             read_known_names, read_round, record_unexpected_failure, round_gate, round_key, round_warnings,
                              split_turns)
 from pipeline.report import UNCHANGED, ExportResult, write_analysis_tables, write_reports, write_review_files, write_run_report
 from pipeline.review import ReviewExport, parse_review_csv
@@ -93,6 +93,7 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
     gate = Anonymiser(known_names)
     error_log = ingest_log(settings, run_id)
     transcripts, quarantined = read_round(round_dir, gate, error_log)
+    gate = round_gate(gate, transcripts=transcripts)  # council names in the bodies are not people's names
     fingerprint = processing_fingerprint(settings, known_names)
     report = IngestReport(files_seen=len(transcripts) + len(quarantined), quarantined=list(quarantined),
                           warnings=round_warnings(round_dir, gate))

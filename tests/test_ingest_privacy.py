@@ -340,3 +340,91 @@ def test_a_schema_2_database_gets_file_keys_and_loses_raw_file_names(tmp_path):
 
     assert SCHEMA_VERSION == version == 3
     assert row == (file_key(DR_FILE), file_key(DR_FILE), round_key(round_dir))
+
+
+# --------------------------------------------------------------------------- every form the issue found missed
+
+PLANTED_ROUND_KNOWN = "Niamh O'Rourke\nSiân Pritchard\nJosé Alvarez\n"
+PLANTED_BODY = """---
+council: Irewell
+council_type: metropolitan
+respondent_role: chief executive
+---
+Interviewer: Who made the difference?
+
+Respondent: Mr McAllister did, and Mr Will Hargreaves backed him. Mrs May Fotheringay chaired the board.
+
+Interviewer: And the members?
+
+Respondent: Cllr J Braithwaite argued for it and DR ORLA KINSELLA ran the pilot with Dr\u00a0Fenwick.
+Dr van der Merwe objected, and so did Cllr Smith-Hollingworth. Niamh O\u2019Rourke wrote the paper.
+Later siân pritchard and Jose Alvarez joined. I spoke to Sarah Jones about it last spring.
+
+Interviewer: Where was the pilot?
+
+Respondent: At m14 5tq first, then cf103at and Sw1a 2Aa. Ring 0044 7700 900321 or 07700.900.654,
+or mail fergus.o'hare@example.com, or anna dot price at gmail dot com.
+My NI number is QQ 12 34 56 C, I was born on 3 March 1961 and I live at 14 Acacia Avenue.
+"""
+PLANTED_FORMS = {
+    "PERSON": ["McAllister", "Hargreaves", "Fotheringay", "Braithwaite", "ORLA", "KINSELLA", "Fenwick", "Merwe",
+               "Hollingworth", "Rourke", "Niamh", "pritchard", "Alvarez", "Sarah Jones"],
+    "POSTCODE": ["m14 5tq", "cf103at", "Sw1a 2Aa"],
+    "PHONE": ["7700 900321", "900.654"],
+    "EMAIL": ["fergus", "anna dot price", "gmail"],
+    "NI_NUMBER": ["QQ 12 34 56 C"],
+    "DATE_OF_BIRTH": ["3 March 1961"],
+    "ADDRESS": ["Acacia"],
+}
+
+
+def planted_round(round_dir):
+    round_dir.mkdir()
+    shutil.copy(SAMPLE_ROUND / "WMC-01.md", round_dir / "WMC-01.md")
+    (round_dir / "known_names.txt").write_text(PLANTED_ROUND_KNOWN, encoding="utf-8")
+    (round_dir / "IRE-09.md").write_text(PLANTED_BODY, encoding="utf-8")
+    return round_dir
+
+
+def leaked_forms(text: str) -> list[str]:
+    return [v for values in PLANTED_FORMS.values() for v in values if v.lower() in text.lower()]
+
+
+def test_every_planted_form_is_redacted_everywhere_it_could_be_stored_or_shown(tmp_path, settings, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    round_dir = planted_round(tmp_path / "round")
+
+    ingest, _, code, _ = run_steps(round_dir, settings)
+
+    assert ingest.quarantined == [] and sorted(ingest.new) == ["IRE-09.md", "WMC-01.md"]
+    found = ingest.redactions["IRE-09.md"]
+    assert {kind for kind in PLANTED_FORMS} <= set(found), found
+    con = duckdb.connect(str(settings.db_path), read_only=True)
+    try:
+        for (table,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall():
+            columns = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                                 "WHERE table_name = ? AND data_type <> 'BLOB'", [table]).fetchall()]
+            rows = con.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in columns)} FROM {table}").fetchall()
+            assert not leaked_forms(repr(rows)), (table, leaked_forms(repr(rows)))
+    finally:
+        con.close()
+    for path in settings.out_dir.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes().decode("utf-8-sig", errors="replace")
+            assert not leaked_forms(text), (path, leaked_forms(text))
+    captured = capsys.readouterr()
+    assert not leaked_forms(caplog.text + captured.out + captured.err)
+
+
+def test_under_reject_the_planted_file_is_quarantined_naming_kinds_and_lines_only(tmp_path, settings):
+    round_dir = planted_round(tmp_path / "round")
+    strict = replace(settings, anonymisation_policy="reject")
+
+    ingest = steps.ingest_round(round_dir, strict, steps.new_run_id())
+
+    quarantined = {q.source: q for q in ingest.quarantined}["IRE-09.md"]
+    assert "IRE-09.md" not in ingest.new
+    for kind in PLANTED_FORMS:
+        assert f" {kind}" in quarantined.reason, (kind, quarantined.reason)
+    assert "on line 8" in quarantined.reason  # the first respondent turn with names
+    assert not leaked_forms(quarantined.reason)
