@@ -76,6 +76,27 @@ def hostile_round(round_dir, *, sample_files=("WMC-01.md", "FEN-03.txt")):
     return round_dir
 
 
+def everything_stored_or_shown(settings, caplog, capsys) -> list[tuple[str, str]]:
+    """(where, text) for every non-BLOB column of every table, every report's path and content, the log and
+    the terminal output: everywhere personal data could come to rest."""
+    places = []
+    con = duckdb.connect(str(settings.db_path), read_only=True)
+    try:
+        for (table,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall():
+            columns = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                                 "WHERE table_name = ? AND data_type <> 'BLOB'", [table]).fetchall()]
+            quoted = ", ".join(f'"{c}"' for c in columns)
+            places.append((f"table {table}", repr(con.execute(f"SELECT {quoted} FROM {table}").fetchall())))
+    finally:
+        con.close()
+    for path in sorted(p for p in settings.out_dir.rglob("*") if p.is_file()):
+        text = path.read_bytes().decode("utf-8-sig", errors="replace")
+        places.append((f"report {path.relative_to(settings.out_dir)}", f"{path.relative_to(settings.out_dir)}\n{text}"))
+    captured = capsys.readouterr()
+    places.append(("the log and terminal output", caplog.text + captured.out + captured.err))
+    return places
+
+
 def assert_none_planted(text: str, where: str) -> None:
     found = [v for v in PLANTED if v.lower() in text.lower()]
     assert not found, f"{found} leaked into {where}"
@@ -197,26 +218,11 @@ def test_nothing_planted_reaches_the_database_the_reports_or_the_log(tmp_path, s
     assert ingest.quarantined == [] and len(ingest.new) == 5
     assert ingest.warnings and "interviewer" in ingest.warnings[0] and "contact" in ingest.warnings[0]
     assert code["applied"] > 0
-    con = duckdb.connect(str(settings.db_path), read_only=True)
-    try:
-        tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
-        for table in tables:
-            columns = [r[0] for r in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND data_type <> 'BLOB'",
-                [table]).fetchall()]
-            quoted = ", ".join('"%s"' % c for c in columns)
-            rows = con.execute(f"SELECT {quoted} FROM {table}").fetchall()
-            assert_none_planted(repr(rows), f"table {table}")
-        assert con.execute("SELECT count(*) FROM transcripts").fetchone()[0] == 5
-    finally:
-        con.close()
-    report_files = [p for p in settings.out_dir.rglob("*") if p.is_file()]
-    assert len(report_files) > 5
-    for path in report_files:
-        assert_none_planted(str(path.relative_to(settings.out_dir)), "a report's path")
-        assert_none_planted(path.read_bytes().decode("utf-8-sig", errors="replace"), str(path))
-    captured = capsys.readouterr()
-    assert_none_planted(caplog.text + captured.out + captured.err, "the log and terminal output")
+    assert query(settings, "SELECT count(*) FROM transcripts") == [(5,)]
+    places = everything_stored_or_shown(settings, caplog, capsys)
+    assert sum(where.startswith("report ") for where, _ in places) > 5
+    for where, text in places:
+        assert_none_planted(text, where)
 
 
 # --------------------------------------------------------------------------- a file's identity is its path
@@ -399,21 +405,8 @@ def test_every_planted_form_is_redacted_everywhere_it_could_be_stored_or_shown(t
     assert ingest.quarantined == [] and sorted(ingest.new) == ["IRE-09.md", "WMC-01.md"]
     found = ingest.redactions["IRE-09.md"]
     assert {kind for kind in PLANTED_FORMS} <= set(found), found
-    con = duckdb.connect(str(settings.db_path), read_only=True)
-    try:
-        for (table,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall():
-            columns = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
-                                                 "WHERE table_name = ? AND data_type <> 'BLOB'", [table]).fetchall()]
-            rows = con.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in columns)} FROM {table}").fetchall()
-            assert not leaked_forms(repr(rows)), (table, leaked_forms(repr(rows)))
-    finally:
-        con.close()
-    for path in settings.out_dir.rglob("*"):
-        if path.is_file():
-            text = path.read_bytes().decode("utf-8-sig", errors="replace")
-            assert not leaked_forms(text), (path, leaked_forms(text))
-    captured = capsys.readouterr()
-    assert not leaked_forms(caplog.text + captured.out + captured.err)
+    for where, text in everything_stored_or_shown(settings, caplog, capsys):
+        assert not leaked_forms(text), (where, leaked_forms(text))
 
 
 def test_under_reject_the_planted_file_is_quarantined_naming_kinds_and_lines_only(tmp_path, settings):
