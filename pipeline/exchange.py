@@ -100,7 +100,8 @@ def export_qdpx(settings: Settings, *, council: str | None = None, out: Path | N
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
         data, sources, codings = project_bytes(store, codebook, council=council)
-        path = out or Path(settings.out_dir) / (f"qcode-{slugify(council)}.qdpx" if council else "qcode.qdpx")
+        default = f"qcode-{slugify(council)}.qdpx" if council else "qcode.qdpx"
+        path = Path(out) if out else Path(settings.out_dir) / default
         result = write_export(path, data, store.wrote_content)
         store.record_export(result.path, result.sha256, "export-qdpx")
     return ProjectExport(result, sources, len(codebook.codes), codings)
@@ -111,66 +112,96 @@ def export_qdc(settings: Settings, *, out: Path | None = None) -> tuple[ExportRe
     from pipeline.codebook import load_codebook
 
     codebook = load_codebook(settings.codebook_path)
-    path = out or Path(settings.out_dir) / f"codebook-{slugify(codebook.name)}.qdc"
+    path = Path(out) if out else Path(settings.out_dir) / f"codebook-{slugify(codebook.name)}.qdc"
     with Store(settings.db_path) as store:
         result = write_export(path, codebook_xml(codebook), store.wrote_content)
         store.record_export(result.path, result.sha256, "export-qdc")
     return result, len(codebook.codes)
 
 
+def _qcode_source(file_guid: str, name: str, text: str | None, known: dict[str, dict]) -> str | None:
+    """The qcode source a file's source is: by GUID, else by identical text, else by name (tools such as
+    QualCoder give every source a new GUID when they export)."""
+    if file_guid in known:
+        return file_guid
+    same_text = [g for g, t in known.items() if text is not None and t["anonymised_text"] == text]
+    same_name = [g for g, t in known.items() if f"{t['council']} {t['interview_id']}" == name]
+    for matches in (same_text, same_name):
+        if len(matches) == 1:
+            return matches[0]
+    return None
+
+
+def _qcode_code(ref: str, name: str, codebook: Codebook) -> str | None:
+    """The code id a coding's code is: by GUID, else by the id its name starts with (``LA01 ...``)."""
+    by_guid = {guid("code", c): c for c in codebook.ids}
+    if ref in by_guid:
+        return by_guid[ref]
+    first = name.split()[0].upper() if name.split() else ""
+    return first if first in codebook.ids else None
+
+
 def import_qdpx(store: Store, data: bytes, name: str, codebook: Codebook, *, active_coder: tuple[str, str],
                 redact_note: NoteGate, fallback_reviewer: str | None = None, after_each=None) -> ImportResult:
     """Apply the codings of a corrected .qdpx as reviewer decisions, or reject the file whole.
 
-    Every user that is not a qcode coder is a reviewer (named as in the file's
-    Users). A reviewer's codes on a passage are the codes of every selection of
-    theirs that overlaps it: a range that is exactly the passage's, or any other
-    range (counted in ``remapped_codings``). A selection that overlaps no
-    passage of a known interview, names a code not in the codebook, or lies
-    outside its interview's text rejects the file; interviews qcode did not
-    export are left out with a warning. The reviewer's note on the passage is
-    kept as it is (notes are edited in the review CSV).
+    Sources, codes and coders are recognised by the GUIDs qcode wrote or, for a
+    tool that writes its own, by text, code id and name. Every user that is not a
+    qcode coder is a reviewer (named as in the file's Users). A reviewer's codes
+    on a passage are the codes of every selection of theirs that overlaps it: a
+    range that is exactly the passage's, or any other range (counted in
+    ``remapped_codings``). A selection that overlaps no passage of a known
+    interview, names a code not in the codebook, or lies outside its interview's
+    text rejects the file; interviews qcode did not export are left out with a
+    warning. The reviewer's note on the passage is kept as it is (notes are
+    edited in the review CSV).
     """
     project = read_qdpx(data, name)
-    coders = {guid("coder", c["coder_id"]) for c in store.coders()}
-    code_ids = {guid("code", c): c for c in codebook.ids}
+    coder_users = list(map(coder_user, store.coders()))
+    coder_guids, coder_names = {u.guid for u in coder_users}, {u.name for u in coder_users}
     known = {source_guid(t["transcript_key"], t["version"]): t for t in store.exchange_transcripts()}
+    sources = {file_guid: _qcode_source(file_guid, source_name, text, known)
+               for file_guid, (source_name, text) in project.sources.items()}
     passages: dict[str, list[tuple[int, int, str]]] = {}
     for p in store.exchange_passages():
         passages.setdefault(source_guid(p["transcript_key"], p["version"]), []).append(
             (p["start_char"], p["end_char"], p["passage_id"]))
     problems: list[str] = []
-    for source, (source_name, text) in sorted(project.sources.items()):
-        if source in known and text is not None and text != known[source]["anonymised_text"]:
+    for file_guid, (source_name, text) in sorted(project.sources.items()):
+        ours = sources[file_guid]
+        if ours and text is not None and text != known[ours]["anonymised_text"]:
             problems.append(f"{source_name}: its text differs from the interview qcode exported, so its positions "
                             "cannot be matched to passages; undo the edits to the text, or export from qcode again "
                             "and redo the coding there")
     decided: dict[tuple[str, str], list[str]] = {}
     remapped = skipped = 0
     for s in project.selections:
-        if s.user_guid in coders:
+        user_name = project.users.get(s.user_guid or "")
+        if s.user_guid in coder_guids or user_name in coder_names:
             continue  # the model's own codings come back as they went out
-        if s.source_guid not in known:
+        ours = sources.get(s.source_guid)
+        if ours is None:
             skipped += 1
             continue
-        reviewer = project.users.get(s.user_guid or "") or fallback_reviewer
+        reviewer = user_name or fallback_reviewer
         if not reviewer:
             problems.append(f"{s.where}: the coding names no user of the project (or one without a name); set the "
                             "coder in your tool, or pass --reviewer NAME")
             continue
-        length = len(known[s.source_guid]["anonymised_text"])
+        length = len(known[ours]["anonymised_text"])
         if not 0 <= s.start < s.end <= length:
             problems.append(f"{s.where}: the range lies outside the interview's {length} characters; export again")
             continue
         codes = []
         for ref in s.code_guids:
-            if ref not in code_ids:
+            code = _qcode_code(ref, project.codes.get(ref, ""), codebook)
+            if code is None:
                 problems.append(f"{s.where}: code {project.codes.get(ref) or ref!r} is not a code of the qcode codebook "
                                 f"{codebook.version}; code with the codebook's codes (new codes go into the codebook "
                                 "YAML first)")
-            else:
-                codes.append(code_ids[ref])
-        overlapped = [(start, end, pid) for start, end, pid in passages.get(s.source_guid, ())
+            elif code not in codes:
+                codes.append(code)
+        overlapped = [(start, end, pid) for start, end, pid in passages.get(ours, ())
                       if start < s.end and s.start < end]
         if not overlapped:
             problems.append(f"{s.where}: the range covers no respondent passage (an interviewer's question, or "

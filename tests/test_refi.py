@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import uuid
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
@@ -157,11 +159,22 @@ def test_codebook_export_validates_against_the_codebook_schema(coded_world, code
 
 # Importing a .qdpx corrected in another tool ----------------------------------------------------------------------
 
+GUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def corrected_copy(export_path: Path, out: Path, selections: list[tuple[int, int, str]], *, user="Team NVivo",
-                   source_index=0) -> Path:
-    """The export as another tool would send it back: a new user who coded ``(start, end, code id)`` ranges."""
+                   source_index=0, new_guids=False) -> Path:
+    """The export as another tool would send it back: a new user who coded ``(start, end, code id)`` ranges.
+
+    ``new_guids``: every GUID replaced by one of the tool's own, as QualCoder does when it exports.
+    """
     with zipfile.ZipFile(export_path) as archive:
         entries = {name: archive.read(name) for name in archive.namelist()}
+    if new_guids:
+        def rekey(match):
+            return str(uuid.uuid5(uuid.NAMESPACE_OID, match.group().decode())).encode()
+        entries = {GUID.sub(rekey, name.encode()).decode(): GUID.sub(rekey, data) if name.endswith(".qde") else data
+                   for name, data in entries.items()}
     ET.register_namespace("", PROJECT_NS)
     root = ET.fromstring(entries["project.qde"])
     user_guid = "0b7e2c1e-5d0a-4c9a-9a51-2f8e6a0d1c11"
@@ -171,7 +184,10 @@ def corrected_copy(export_path: Path, out: Path, selections: list[tuple[int, int
         selection = ET.Element(f"{Q}PlainTextSelection", guid=f"0b7e2c1e-5d0a-4c9a-9a51-{i:012d}",
                                startPosition=str(start), endPosition=str(end), creatingUser=user_guid)
         coding = ET.SubElement(selection, f"{Q}Coding", guid=f"1b7e2c1e-5d0a-4c9a-9a51-{i:012d}")
-        ET.SubElement(coding, f"{Q}CodeRef", targetGUID=guid("code", code) if len(code) == 4 else code)
+        code_guid = guid("code", code) if len(code) == 4 else code
+        if new_guids and len(code) == 4:
+            code_guid = str(uuid.uuid5(uuid.NAMESPACE_OID, code_guid))
+        ET.SubElement(coding, f"{Q}CodeRef", targetGUID=code_guid)
         source.insert(0, selection)
     entries["project.qde"] = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     with zipfile.ZipFile(out, "w") as archive:
@@ -201,12 +217,27 @@ def test_codings_by_another_tools_user_become_reviewer_decisions(coded_world, tm
     [(_, result)] = steps.import_review_files(settings, [path])
     assert not isinstance(result, ReviewFileError), result
     assert (result.applied, result.remapped_codings) == (3, 1)
-    gold = {pid: set(codes) for pid, codes in query(settings, "SELECT passage_id, codes FROM gold WHERE reviewer = 'Team NVivo'")}
+    gold = {pid: set(codes) for pid, codes in query(settings, "SELECT passage_id, codes FROM gold "
+                                                              "WHERE reviewer = 'Team NVivo'")}
     assert gold == {p0: {"LA03"}, p1: {"BR01"}, p2: {"LA05", "BR01"}}
     history = query(settings, "SELECT count(*), min(source_file) FROM review_decisions")
     assert history == [(3, "corrected.qdpx")]
     [(_, again)] = steps.import_review_files(settings, [path])
     assert (again.applied, again.unchanged) == (0, 3)  # the same file twice changes nothing
+
+
+def test_a_tool_that_writes_its_own_guids_is_matched_by_text_code_id_and_name(coded_world, tmp_path):
+    _, settings = coded_world
+    export = export_qdpx(settings)
+    (p0, s0, e0), (p1, s1, e1) = first_source_passages(export.result.path, settings)[:2]
+    path = corrected_copy(export.result.path, tmp_path / "rekeyed.qdpx", [(s0, e0, "LA03"), (s1, e1, "BR02")],
+                          new_guids=True)
+    exported = set(read_qdpx(export.result.path.read_bytes(), "e").sources)
+    assert not set(read_qdpx(path.read_bytes(), "r").sources) & exported
+    [(_, result)] = steps.import_review_files(settings, [path])
+    assert not isinstance(result, ReviewFileError), result
+    assert result.applied == 2 and not result.warnings  # the model's codings, under new user GUIDs, decide nothing
+    assert dict(query(settings, "SELECT passage_id, codes FROM gold")) == {p0: ["LA03"], p1: ["BR02"]}
 
 
 def test_reviewer_codings_qcode_exported_come_back_unchanged(coded_world, tmp_path):
