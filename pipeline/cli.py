@@ -255,7 +255,7 @@ def review_import(files: tuple[Path, ...], reviewer: str | None, **options) -> N
     whose user has no name).
 
     \b
-    Examples:
+    Example:
         qcode review import reports/westmarch/review.csv --reviewer "A. Reviewer"
         qcode review import corrected.qdpx
     """

@@ -221,10 +221,7 @@ def import_qdpx(store: Store, data: bytes, name: str, codebook: Codebook, *, act
                  for i, ((pid, reviewer), codes) in enumerate(sorted(decided.items()), start=1))
     result = import_review(store, ReviewFile(name=name, sha256=sha256_bytes(data), rows=rows), codebook,
                            active_coder=active_coder, after_each=after_each, redact_note=redact_note)
-    result.remapped_codings = remapped
-    if remapped:
-        result.warnings.append(f"{remapped} codings on ranges that are not exactly a passage were mapped to the "
-                               "passages they overlap")
+    result.remapped_codings = remapped  # the command's summary line says how many
     if skipped:
         result.warnings.append(f"{skipped} codings on documents qcode did not export were left out")
     return result
