@@ -247,14 +247,17 @@ def review_export(council: str | None, order: str, **options) -> None:
 @click.option("--reviewer", help="Who made these corrections (used where a row's reviewer cell is empty or changed)")
 @click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
 def review_import(files: tuple[Path, ...], reviewer: str | None, **options) -> None:
-    """Import reviewers' corrected review CSVs as gold codings.
+    """Import reviewers' corrected review CSVs, or a .qdpx project coded in another tool, as gold codings.
 
     Each file is applied whole in one transaction or rejected whole with every
-    problem listed; importing the same file again changes nothing.
+    problem listed; importing the same file again changes nothing. In a .qdpx,
+    every user who is not a qcode coder is a reviewer (--reviewer names codings
+    whose user has no name).
 
     \b
     Example:
         qcode review import reports/westmarch/review.csv --reviewer "A. Reviewer"
+        qcode review import corrected.qdpx
     """
     from pipeline.errors import ReviewFileError
     from pipeline.steps import import_review_files
@@ -275,8 +278,10 @@ def review_import(files: tuple[Path, ...], reviewer: str | None, **options) -> N
         if outcome.stale_rows:
             stale = (f", {len(outcome.stale_rows)} stale rows skipped (their passages changed since export: rows "
                      f"{', '.join(map(str, outcome.stale_rows))})")
+        remapped = (f", {outcome.remapped_codings} codings mapped to the passages they overlap"
+                    if outcome.remapped_codings else "")
         click.echo(f"{path}: {outcome.applied} decisions applied, {outcome.unchanged} unchanged, "
-                   f"{outcome.unreviewed} rows not reviewed{stale}")
+                   f"{outcome.unreviewed} rows not reviewed{stale}{remapped}")
     click.echo(f"{len(outcomes)} files, {rejected} rejected, {applied} decisions applied")
     if rejected:
         sys.exit(1)
@@ -357,6 +362,46 @@ def export_matrix_command(**options) -> None:
     with _locked(settings, "qcode export matrix"):
         results = export_matrix(settings)
     click.echo(f"wrote {', '.join(str(r.path) for r in results)}")
+
+
+@export.command("qdpx")
+@click.option("--council", help="Only this council (name or folder name) [default: all]")
+@click.option("--out", "out_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="The .qdpx file [default: reports/qcode.qdpx, or reports/qcode-COUNCIL.qdpx]")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
+def export_qdpx_command(council: str | None, out_file: Path | None, **options) -> None:
+    """A REFI-QDA project for NVivo, ATLAS.ti, MAXQDA or QualCoder: codebook, interviews, every coding and coder.
+
+    \b
+    Example:
+        qcode export qdpx --council Westmarch --out westmarch.qdpx
+    """
+    from pipeline.exchange import export_qdpx
+
+    settings = _settings(**options)
+    with _locked(settings, "qcode export qdpx"):
+        export = export_qdpx(settings, council=council, out=out_file)
+    click.echo(f"{export.result.path}: {export.sources} interviews, {export.codes} codes, {export.codings} codings "
+               f"({export.result.status})")
+
+
+@export.command("qdc")
+@click.option("--out", "out_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="The .qdc file [default: reports/codebook-NAME.qdc]")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
+def export_qdc_command(out_file: Path | None, **options) -> None:
+    """The codebook alone as a REFI-QDA codebook (.qdc), framework areas as parent codes.
+
+    \b
+    Example:
+        qcode export qdc --out codebook.qdc
+    """
+    from pipeline.exchange import export_qdc
+
+    settings = _settings(**options)
+    with _locked(settings, "qcode export qdc"):
+        result, codes = export_qdc(settings, out=out_file)
+    click.echo(f"{result.path}: {codes} codes ({result.status})")
 
 
 @main.command()

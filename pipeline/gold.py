@@ -32,6 +32,8 @@ class ImportResult:
     unreviewed: int = 0
     stale_rows: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    remapped_codings: int = 0
+    """A .qdpx's codings on ranges that are not exactly one passage, mapped to the passages they overlap."""
 
 
 def _same_codes(a, b) -> bool:

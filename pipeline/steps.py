@@ -30,6 +30,7 @@ from pipeline.config import Settings
 from pipeline.embed import embed_with_cache, load_embedder
 from pipeline.errors import QcodeError, ReviewFileError, TranscriptError, explain_system_error
 from pipeline.evaluate import indicator_matrix, read_labelled_csv
+from pipeline.exchange import import_qdpx
 from pipeline.gold import ImportResult, import_review, reconcile_gold
 from pipeline.ingest import (META_FIELDS, body_findings, file_key, list_transcript_files, personal_data_reason,
                              read_known_names, read_round, record_unexpected_failure, round_gate, round_key, round_warnings,
@@ -393,7 +394,7 @@ def review_note_gate(store: Store) -> Anonymiser:
 
 def import_review_files(settings: Settings, paths: list[Path], *, reviewer: str | None = None,
                         after_each=None) -> list[tuple[Path, ImportResult | ReviewFileError]]:
-    """Apply each file in its own transaction; a bad file is rejected whole and the others still apply."""
+    """Apply each file (review CSV or .qdpx) in its own transaction; a bad file is rejected whole, the others apply."""
     outcomes = []
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
@@ -401,6 +402,12 @@ def import_review_files(settings: Settings, paths: list[Path], *, reviewer: str 
         gate = review_note_gate(store)
         for path in paths:
             try:
+                if Path(path).suffix.lower() == ".qdpx":  # corrected in NVivo, ATLAS.ti, MAXQDA or QualCoder
+                    outcomes.append((path, import_qdpx(store, Path(path).read_bytes(), str(path), codebook,
+                                                       active_coder=(coder_id, codebook_version),
+                                                       redact_note=gate.redact, fallback_reviewer=reviewer,
+                                                       after_each=after_each)))
+                    continue
                 review = parse_review_csv(Path(path).read_bytes(), str(path), codebook.ids)
                 outcomes.append((path, import_review(store, review, codebook, reviewer=reviewer,
                                                      active_coder=(coder_id, codebook_version), after_each=after_each,

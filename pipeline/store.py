@@ -602,6 +602,45 @@ class Store:
             [coder_id, codebook_version, list(passage_ids)]).fetchall()
         return {pid: tuple(codes) for pid, codes in rows}
 
+    # REFI-QDA exchange -----------------------------------------------------
+    def exchange_transcripts(self) -> list[dict]:
+        """Every current interview with its anonymised text (the text passages' offsets point into)."""
+        cursor = self.con.execute(
+            "SELECT transcript_key, version, council, council_type, interview_id, respondent_role, anonymised_text, "
+            "ingested_at FROM transcripts WHERE retired_at IS NULL ORDER BY council, interview_id, transcript_key")
+        columns = [c[0] for c in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    def exchange_passages(self) -> list[dict]:
+        """Every active passage's place in its interview: id, transcript key and version, character range."""
+        cursor = self.con.execute(
+            "SELECT passage_id, transcript_key, version, start_char, end_char FROM passages "
+            "WHERE retired_at IS NULL ORDER BY transcript_key, version, start_char")
+        columns = [c[0] for c in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    def coders(self) -> list[dict]:
+        """Every coder this database has used: id, kind, embedding model and codebook version."""
+        cursor = self.con.execute("SELECT coder_id, kind, model_id, codebook_version FROM coders ORDER BY coder_id")
+        columns = [c[0] for c in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    def applied_model_codings(self, codebook_version: str) -> list[tuple[str, str, str, datetime]]:
+        """(passage_id, code_id, coder_id, coded_at) of every code a coder applied under this codebook version."""
+        return self.con.execute(
+            "SELECT c.passage_id, c.code_id, c.coder_id, s.coded_at FROM codings c "
+            "JOIN coding_sets s USING (passage_id, coder_id, codebook_version) "
+            "JOIN passages p USING (passage_id) WHERE c.applied AND p.retired_at IS NULL AND c.codebook_version = ? "
+            "ORDER BY c.passage_id, c.coder_id, c.code_id", [codebook_version]).fetchall()
+
+    def reviewer_codings(self) -> list[tuple[str, str, tuple[str, ...], str, datetime]]:
+        """(passage_id, reviewer, codes, note, decided_at): each reviewer's newest decision on an active passage."""
+        rows = self.con.execute(
+            "SELECT r.passage_id, r.reviewer, r.codes, coalesce(r.note, ''), d.decided_at FROM reviewer_codes r "
+            "JOIN review_decisions d USING (decision_id) JOIN passages p ON p.passage_id = r.passage_id "
+            "WHERE p.retired_at IS NULL ORDER BY r.passage_id, r.reviewer").fetchall()
+        return [(pid, reviewer, tuple(codes), note, at) for pid, reviewer, codes, note, at in rows]
+
     # exports --------------------------------------------------------------
     def wrote_content(self, sha256: str) -> bool:
         """Whether qcode ever wrote a file with exactly this content (wherever it has since been moved)."""
