@@ -575,3 +575,7 @@ def serve(config_path: Path) -> None:
     deployment = nightly_deployment(config_path, config)
     click.echo(f"serving qcode-nightly on '{config.schedule}' for {len(config.rounds)} round folder(s); Ctrl-C stops")
     prefect_serve(deployment)
+
+
+if __name__ == "__main__":  # python -m pipeline.cli works like the qcode script
+    main()
