@@ -11,8 +11,10 @@ import csv
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -162,8 +164,12 @@ class Browser:
                 return reply["result"]
             self.events.append(reply)
 
-    def _read(self) -> dict:
+    def _read(self, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
         while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._from_browser], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise RuntimeError(f"chromium sent nothing over the DevTools pipe for {timeout:.0f} s")
             chunk = os.read(self._from_browser, 1 << 20)
             if not chunk:
                 raise RuntimeError("chromium closed the DevTools pipe")
