@@ -362,7 +362,8 @@ def export_matrix_command(**options) -> None:
 @main.command()
 @click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Reports folder [default: reports/]")
-def report(**options) -> None:
+@WAIT_OPTION
+def report(wait: float, **options) -> None:
     """The round as HTML pages: index.html and one report.html per council.
 
     Self-contained files (charts as inline SVG, nothing fetched from any
@@ -376,7 +377,7 @@ def report(**options) -> None:
     from pipeline.steps import write_html_report
 
     settings = _settings(**options)
-    with _locked(settings, "qcode report"):
+    with _locked(settings, "qcode report", wait):
         results = write_html_report(settings)
     changed = sum(1 for r in results if r.status != UNCHANGED)
     click.echo(f"{len(results)} pages ({changed} written, {len(results) - changed} unchanged); "
