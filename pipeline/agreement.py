@@ -6,12 +6,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.schemas import CodedPassage
+
 
 @dataclass(frozen=True)
 class F1Report:
     per_code: dict[str, dict[str, float]]
     micro_f1: float
     macro_f1: float
+
+
+def indicator_matrix(labels, code_ids) -> np.ndarray:
+    """Passages x codes, True where a passage's labels hold the code."""
+    column = {c: j for j, c in enumerate(code_ids)}
+    matrix = np.zeros((len(labels), len(code_ids)), dtype=bool)
+    for i, codes in enumerate(labels):
+        for c in codes:
+            matrix[i, column[c]] = True
+    return matrix
 
 
 def _f1(tp: float, fp: float, fn: float) -> tuple[float, float, float]:
@@ -144,3 +156,36 @@ def compare_coders(reference: np.ndarray, other: np.ndarray, code_ids) -> dict:
                      "kappa": cohen_kappa(reference[:, j], other[:, j]) if len(reference) else float("nan"),
                      "alpha": alpha, "alpha_reading": interpret_alpha(alpha)})
     return {"passages": int(len(reference)), "per_code": rows, "micro_f1": f1.micro_f1, "macro_f1": f1.macro_f1}
+
+
+def agreement_figures(passages: list[CodedPassage], reviewer_codes: dict[str, dict[str, tuple[str, ...]]], code_ids,
+                      council: str | None = None) -> dict:
+    """Model vs reviewers on the reviewed ``passages``, and reviewer vs reviewer where two reviewers coded one.
+
+    ``reviewer_codes`` maps a passage id to each reviewer's newest codes for it
+    (passages not in ``passages`` are left out).
+    """
+    code_ids = list(code_ids)
+    by_id = {p.passage_id: p for p in passages}
+    by_reviewer = {pid: codes for pid, codes in reviewer_codes.items() if pid in by_id}
+    reviewed = [p for p in passages if p.gold is not None]
+    report = {"council": council or "all", "reviewed_passages": len(reviewed), "model_vs_reviewers": None,
+              "reviewer_pairs": []}
+    if reviewed:
+        report["model_vs_reviewers"] = compare_coders(indicator_matrix([p.gold for p in reviewed], code_ids),
+                                                      indicator_matrix([p.applied for p in reviewed], code_ids), code_ids)
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for pid, decisions in by_reviewer.items():
+        names = sorted(decisions)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                pairs.setdefault((a, b), []).append(pid)
+    for (a, b), pids in sorted(pairs.items()):
+        stats = compare_coders(indicator_matrix([by_reviewer[p][a] for p in pids], code_ids),
+                               indicator_matrix([by_reviewer[p][b] for p in pids], code_ids), code_ids)
+        stats.update(reviewer_a=a, reviewer_b=b, disagreements=[
+            {"passage_id": p, "council": by_id[p].council, "interview_id": by_id[p].interview_id,
+             "text": by_id[p].text, "codes_a": "; ".join(by_reviewer[p][a]), "codes_b": "; ".join(by_reviewer[p][b])}
+            for p in pids if set(by_reviewer[p][a]) != set(by_reviewer[p][b])])
+        report["reviewer_pairs"].append(stats)
+    return report

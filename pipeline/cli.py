@@ -405,6 +405,31 @@ def export_qdc_command(out_file: Path | None, **options) -> None:
 
 
 @main.command()
+@click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Reports folder [default: reports/]")
+@WAIT_OPTION
+def report(wait: float, **options) -> None:
+    """The round as HTML pages: index.html and one report.html per council.
+
+    Self-contained files (charts as inline SVG, nothing fetched from any
+    address) that open from disk in any browser; qcode run writes them too.
+
+    \b
+    Example:
+        qcode report --out reports/
+    """
+    from pipeline.report import UNCHANGED
+    from pipeline.steps import write_html_report
+
+    settings = _settings(**options)
+    with _locked(settings, "qcode report", wait):
+        results = write_html_report(settings)
+    changed = sum(1 for r in results if r.status != UNCHANGED)
+    click.echo(f"{len(results)} pages ({changed} written, {len(results) - changed} unchanged); "
+               f"open {settings.out_dir / 'index.html'}")
+
+
+@main.command()
 @click.option("--force", is_flag=True, help="Promote the new model even if it scores worse than the active coder")
 @click.option("--c", "C", type=click.FloatRange(min=0, min_open=True), help="Logistic regularisation [default: 16]")
 @click.option("--evidence-scale", type=click.FloatRange(min=0),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.agreement import multilabel_f1, top_k_accuracy, top_k_recall
+from pipeline.agreement import indicator_matrix, multilabel_f1, top_k_accuracy, top_k_recall  # noqa: F401
 from pipeline.errors import QcodeError
 
 
@@ -37,15 +37,6 @@ def read_labelled_csv(path: Path, valid_codes) -> list[LabelledPassage]:
             raise QcodeError(f"{path}, line {line}: unknown code id(s) {', '.join(unknown)}")
         rows.append(LabelledPassage(row["text"], codes, row.get("council", ""), row.get("interview", "")))
     return rows
-
-
-def indicator_matrix(labels, code_ids) -> np.ndarray:
-    column = {c: j for j, c in enumerate(code_ids)}
-    matrix = np.zeros((len(labels), len(code_ids)), dtype=bool)
-    for i, codes in enumerate(labels):
-        for c in codes:
-            matrix[i, column[c]] = True
-    return matrix
 
 
 def evaluate_scores(truth: np.ndarray, scores: np.ndarray, applied: np.ndarray, code_ids) -> dict:

@@ -22,16 +22,17 @@ from sklearn.base import clone
 from tqdm import tqdm
 
 from pipeline import themes as themes_module
-from pipeline.agreement import compare_coders
+from pipeline.agreement import agreement_figures
 from pipeline.anonymise import Anonymiser
 from pipeline.classify import TrainedCoder, ZeroShotCoder, codebook_training_set, fit_zero_shot_coder, nearest_evidence
 from pipeline.codebook import load_codebook
 from pipeline.config import Settings
 from pipeline.embed import embed_with_cache, load_embedder
 from pipeline.errors import QcodeError, ReviewFileError, TranscriptError, explain_system_error
-from pipeline.evaluate import indicator_matrix, read_labelled_csv
+from pipeline.evaluate import read_labelled_csv
 from pipeline.exchange import import_qdpx
 from pipeline.gold import ImportResult, import_review, reconcile_gold
+from pipeline.html_report import LAYOUT_VERSION as HTML_LAYOUT, write_round_html
 from pipeline.ingest import (META_FIELDS, body_findings, file_key, list_transcript_files, personal_data_reason,
                              read_known_names, read_round, record_unexpected_failure, round_gate, round_key, round_warnings,
                              split_turns)
@@ -304,7 +305,7 @@ def order_for_review(passages: list[CodedPassage], thresholds: dict[str, float],
 
 
 def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
-    """Per-council summary and review CSVs and the cross-council matrix, gold outranking the model.
+    """Per-council summary and review CSVs, the cross-council matrix and the HTML pages, gold outranking the model.
 
     When nothing the reports show has changed since they were last written to
     this folder (and they are still there), nothing is recomputed or rewritten.
@@ -313,7 +314,7 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
         state_key = f"reports:{out_dir.resolve()}"
-        state = {"content": store.content_state(), "codebook": codebook.version}
+        state = {"content": store.content_state(), "codebook": codebook.version, "pages": HTML_LAYOUT}
         last = store.get_state(state_key)
         if last and last["state"] == state and all(Path(p).exists() for p in last["files"]):
             return [ExportResult(Path(p), sha, UNCHANGED) for p, sha in last["files"].items()]
@@ -322,10 +323,20 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
         results = write_reports(out_dir, passages, codebook, store.wrote_content,
                                 remember=lambda path, sha: store.record_export(path, sha, run_id),
                                 record_export=review_export_recorder(store))
+        results += write_round_html(out_dir, store, codebook, passages, store.wrote_content,
+                                    remember=lambda path, sha: store.record_export(path, sha, run_id))
         store.set_state(state_key, {"state": state, "files": {str(r.path): r.sha256 for r in results}})
     if last:
         remove_stale_reports(last["files"], {str(r.path) for r in results})
     return results
+
+
+def write_html_report(settings: Settings) -> list[ExportResult]:
+    """reports/index.html and a report.html per council from the database as it is (``qcode report``)."""
+    with Store(settings.db_path) as store:
+        codebook = open_codebook(settings, store)
+        return write_round_html(Path(settings.out_dir), store, codebook, load_coded_passages(store),
+                                store.wrote_content, remember=lambda path, sha: store.record_export(path, sha, "report"))
 
 
 def remove_stale_reports(previous: dict[str, str], current: set[str]) -> None:
@@ -435,30 +446,9 @@ def agreement_report(settings: Settings, *, council: str | None = None) -> dict:
     """Model vs reviewers on reviewed passages, and reviewer vs reviewer where passages were double coded."""
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
-        passages = {p.passage_id: p for p in load_coded_passages(store, council=council)}
-        by_reviewer = {pid: codes for pid, codes in store.reviewer_codes().items() if pid in passages}
-    code_ids = list(codebook.ids)
-    reviewed = [p for p in passages.values() if p.gold is not None]
-    report = {"council": council or "all", "reviewed_passages": len(reviewed), "model_vs_reviewers": None,
-              "reviewer_pairs": []}
-    if reviewed:
-        report["model_vs_reviewers"] = compare_coders(indicator_matrix([p.gold for p in reviewed], code_ids),
-                                                      indicator_matrix([p.applied for p in reviewed], code_ids), code_ids)
-    pairs: dict[tuple[str, str], list[str]] = {}
-    for pid, decisions in by_reviewer.items():
-        names = sorted(decisions)
-        for i, a in enumerate(names):
-            for b in names[i + 1:]:
-                pairs.setdefault((a, b), []).append(pid)
-    for (a, b), pids in sorted(pairs.items()):
-        stats = compare_coders(indicator_matrix([by_reviewer[p][a] for p in pids], code_ids),
-                               indicator_matrix([by_reviewer[p][b] for p in pids], code_ids), code_ids)
-        stats.update(reviewer_a=a, reviewer_b=b, disagreements=[
-            {"passage_id": p, "council": passages[p].council, "interview_id": passages[p].interview_id,
-             "text": passages[p].text, "codes_a": "; ".join(by_reviewer[p][a]), "codes_b": "; ".join(by_reviewer[p][b])}
-            for p in pids if set(by_reviewer[p][a]) != set(by_reviewer[p][b])])
-        report["reviewer_pairs"].append(stats)
-    return report
+        passages = load_coded_passages(store, council=council)
+        reviewer_codes = store.reviewer_codes()
+    return agreement_figures(passages, reviewer_codes, codebook.ids, council)
 
 
 def export_matrix(settings: Settings) -> list[ExportResult]:

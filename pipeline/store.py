@@ -412,6 +412,10 @@ class Store:
         return [r[0] for r in self.con.execute(
             "SELECT DISTINCT round_dir FROM runs WHERE round_dir IS NOT NULL ORDER BY round_dir").fetchall()]
 
+    def last_run_started(self) -> datetime | None:
+        """When the newest run began (the round the reports show), or None before any run."""
+        return self.con.execute("SELECT max(started_at) FROM runs").fetchone()[0]
+
     def mark_interrupted_runs(self) -> int:
         """Runs still 'running' when a new run starts were killed; say so instead of leaving them running."""
         count = self.count("runs", "status = 'running'")

@@ -284,7 +284,7 @@ def test_duckdb_reports_of_machine_failures_are_explained(message):
 
 
 @pytest.mark.parametrize("command", [
-    ["evaluate"], ["themes"], ["agreement"],
+    ["evaluate"], ["themes"], ["agreement"], ["report"],
 ])
 def test_every_command_that_opens_the_database_waits_for_its_lock(tmp_path, command):
     """A `qcode run` started during `qcode evaluate` used to die inside DuckDB; now each command takes the lock."""
