@@ -38,7 +38,8 @@ from pipeline.classify import (NO_CODE, TrainedCoder, ZeroShotCoder, codebook_tr
 from pipeline.codebook import load_codebook  # noqa: E402
 from pipeline.config import PROJECT_ROOT, Settings  # noqa: E402
 from pipeline.embed import load_embedder  # noqa: E402
-from pipeline.evaluate import evaluate_scores, indicator_matrix, read_labelled_csv  # noqa: E402
+from pipeline.agreement import indicator_matrix  # noqa: E402
+from pipeline.evaluate import evaluate_scores, read_labelled_csv  # noqa: E402
 from pipeline.steps import coding_encoder  # noqa: E402
 from pipeline.train import cross_validated_predictions, gold_folds, labelled_training_set  # noqa: E402
 from pipeline.tune import code_description  # noqa: E402

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline import steps
+from pipeline import learn_steps, review_steps, steps
 
 begin_run = task(steps.begin_run, name="begin-run", cache_policy=NO_CACHE)
 ingest_round = task(steps.ingest_round, name="ingest", cache_policy=NO_CACHE, retries=1)
@@ -18,8 +18,8 @@ embed_passages = task(steps.embed_passages, name="embed", cache_policy=NO_CACHE,
 code_passages = task(steps.code_passages, name="code", cache_policy=NO_CACHE, retries=1)
 write_round_reports = task(steps.write_round_reports, name="report", cache_policy=NO_CACHE, retries=1)
 finish_run = task(steps.finish_run, name="finish-run", cache_policy=NO_CACHE)
-import_inbox = task(steps.import_inbox, name="import-reviews", cache_policy=NO_CACHE)
-train_if_new_gold = task(steps.train_if_new_gold, name="train", cache_policy=NO_CACHE)
+import_inbox = task(review_steps.import_inbox, name="import-reviews", cache_policy=NO_CACHE)
+train_if_new_gold = task(learn_steps.train_if_new_gold, name="train", cache_policy=NO_CACHE)
 
 # Batch work that a Dask cluster can take: no database access inside.
 pending_embeddings = task(steps.pending_embeddings, name="find-unembedded", cache_policy=NO_CACHE)

@@ -229,7 +229,7 @@ def review_export(council: str | None, order: str, **options) -> None:
     Example:
         qcode review export --council Westmarch --order uncertainty
     """
-    from pipeline.steps import export_reviews
+    from pipeline.review_steps import export_reviews
 
     settings = _settings(**options)
     with _locked(settings, "qcode review export"):
@@ -260,7 +260,7 @@ def review_import(files: tuple[Path, ...], reviewer: str | None, **options) -> N
         qcode review import corrected.qdpx
     """
     from pipeline.errors import ReviewFileError
-    from pipeline.steps import import_review_files
+    from pipeline.review_steps import import_review_files
 
     settings = _settings(**options)
     with _locked(settings, "qcode review import"):
@@ -305,7 +305,7 @@ def agreement(council: str | None, db_path: Path | None, out_dir: Path | None, w
     """
     from pipeline.codebook import load_codebook
     from pipeline.report import write_agreement_tables
-    from pipeline.steps import agreement_report
+    from pipeline.review_steps import agreement_report
 
     settings = _settings(db_path=db_path)
     with _locked(settings, "qcode agreement", wait):
@@ -356,7 +356,7 @@ def export_matrix_command(**options) -> None:
     Example:
         qcode export matrix --out reports/
     """
-    from pipeline.steps import export_matrix
+    from pipeline.review_steps import export_matrix
 
     settings = _settings(**options)
     with _locked(settings, "qcode export matrix"):
@@ -449,7 +449,7 @@ def train(force: bool, C: float | None, evidence_scale: float | None, **options)
     Example:
         qcode train --db data/qcode.duckdb
     """
-    from pipeline.steps import train_model
+    from pipeline.learn_steps import train_model
 
     settings = _settings(**options)
     params = {k: v for k, v in {"C": C, "evidence_scale": evidence_scale}.items() if v is not None}
@@ -484,7 +484,7 @@ def evaluate(labelled: Path | None, train_file: Path | None, split: str, db_path
     """
     from pipeline.codebook import load_codebook
     from pipeline.report import write_evaluation_tables
-    from pipeline.steps import evaluate_model
+    from pipeline.learn_steps import evaluate_model
 
     settings = _settings(db_path=db_path)
     with _locked(settings, "qcode evaluate", wait):
@@ -520,7 +520,7 @@ def themes(clusters: int | None, wait: float, **options) -> None:
         qcode themes --clusters 8
     """
     from pipeline.report import write_themes_table
-    from pipeline.steps import emerging_themes
+    from pipeline.learn_steps import emerging_themes
 
     settings = _settings(**options)
     with _locked(settings, "qcode themes", wait):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.agreement import indicator_matrix, multilabel_f1, top_k_accuracy, top_k_recall  # noqa: F401
+from pipeline.agreement import multilabel_f1, top_k_accuracy, top_k_recall
 from pipeline.errors import QcodeError
 
 

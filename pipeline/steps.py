@@ -1,4 +1,7 @@
-"""The steps of a run, in order, as plain functions over settings and the database.
+"""The run workflow: the steps of ``qcode run`` and the nightly rerun, in order, as plain functions.
+
+The review workflow (review files out and in, agreement) is in ``pipeline/review_steps.py``,
+the learning workflow (training, evaluation, themes) in ``pipeline/learn_steps.py``.
 
 Stages (ingest, anonymise, segment, embed, classify, summarise, report) are
 pure; these steps wire them and keep I/O at their edges, so tests call them
@@ -17,36 +20,28 @@ from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-from sklearn.base import clone
 from tqdm import tqdm
 
-from pipeline import themes as themes_module
-from pipeline.agreement import agreement_figures
 from pipeline.anonymise import Anonymiser
-from pipeline.classify import TrainedCoder, ZeroShotCoder, codebook_training_set, fit_zero_shot_coder, nearest_evidence
+from pipeline.classify import fit_zero_shot_coder, nearest_evidence
 from pipeline.codebook import load_codebook
 from pipeline.config import Settings
 from pipeline.embed import embed_with_cache, load_embedder
-from pipeline.errors import QcodeError, ReviewFileError, TranscriptError, explain_system_error
-from pipeline.evaluate import read_labelled_csv
-from pipeline.exchange import import_qdpx
-from pipeline.gold import ImportResult, import_review, reconcile_gold
+from pipeline.errors import QcodeError, TranscriptError, explain_system_error
+from pipeline.gold import reconcile_gold
 from pipeline.html_report import LAYOUT_VERSION as HTML_LAYOUT, write_round_html
 from pipeline.ingest import (META_FIELDS, body_findings, file_key, list_transcript_files, personal_data_reason,
                              read_known_names, read_round, record_unexpected_failure, round_gate, round_key, round_warnings,
                              split_turns)
-from pipeline.report import UNCHANGED, ExportResult, write_analysis_tables, write_reports, write_review_files, write_run_report
-from pipeline.review import ReviewExport, parse_review_csv
+from pipeline.report import UNCHANGED, ExportResult, write_reports, write_run_report
+from pipeline.review import ReviewExport
 from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, Transcript, slugify
 from pipeline.segment import segment_turns
 from pipeline.spreadsheet import sha256_file
 from pipeline.store import Store
 from pipeline.tune import TuningParams, build_tuned_encoder, encoder_folder
 from pipeline.tune import usable as tuned_encoder_usable
-from pipeline.train import (ModelMismatchError, TrainingSet, cv_metrics, gold_folds, gold_hash, held_out_evaluation,
-                            labelled_training_set, load_model, model_card, model_version, not_worse, save_model,
-                            training_set)
+from pipeline.train import ModelMismatchError, load_model
 
 log = logging.getLogger("qcode.steps")
 
@@ -304,6 +299,14 @@ def order_for_review(passages: list[CodedPassage], thresholds: dict[str, float],
     return sorted(passages, key=distance)
 
 
+def review_export_recorder(store: Store):
+    """Records each review file's export (id and what every row showed), the baseline its import is diffed against."""
+    def record(export: ReviewExport) -> None:
+        store.record_review_export(export.export_id, export.council,
+                                   {pid: (row.codes, row.note, row.reviewed) for pid, row in export.rows.items()})
+    return record
+
+
 def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
     """Per-council summary and review CSVs, the cross-council matrix and the HTML pages, gold outranking the model.
 
@@ -361,75 +364,6 @@ def remove_stale_reports(previous: dict[str, str], current: set[str]) -> None:
             path.parent.rmdir()
 
 
-def export_reviews(settings: Settings, *, council: str | None = None, order: str = "transcript") -> list[ExportResult]:
-    """review.csv for one council or all, in transcript or uncertainty order."""
-    with Store(settings.db_path) as store:
-        codebook = open_codebook(settings, store)
-        embedder = coding_encoder(settings, codebook)
-        _, _, thresholds = store.active_coder()
-        passages = load_coded_passages(store, council=council)
-        if council is not None and not passages:
-            known = sorted({p["council"] for p in store.active_passages()})
-            raise QcodeError(f"no passages for council {council!r}; councils in the database: {', '.join(known)}")
-        passages = order_for_review(explain_suggestions(passages, codebook, embedder, store), thresholds, order)
-        results = write_review_files(Path(settings.out_dir), passages, codebook, store.wrote_content,
-                                     remember=lambda path, sha: store.record_export(path, sha, "review-export"),
-                                     record_export=review_export_recorder(store))
-    return results
-
-
-def review_export_recorder(store: Store):
-    """Records each review file's export (id and what every row showed), the baseline its import is diffed against."""
-    def record(export: ReviewExport) -> None:
-        store.record_review_export(export.export_id, export.council,
-                                   {pid: (row.codes, row.note, row.reviewed) for pid, row in export.rows.items()})
-    return record
-
-
-def review_note_gate(store: Store) -> Anonymiser:
-    """The anonymisation gate for reviewers' notes, with the known names of every round this database was run on.
-
-    A review import has no round folder of its own; the rounds recorded in
-    ``runs`` still name where each round's known_names.txt is. A round folder
-    that has gone, or a names file that cannot be read, leaves the gate with
-    what it catches without names: titled names, e-mail addresses, phone numbers.
-    """
-    names: list[str] = []
-    for round_dir in store.round_dirs():
-        try:
-            names += read_known_names(Path(round_dir))
-        except (QcodeError, OSError):
-            log.warning("the known names of round %s could not be read; notes are checked without them", round_dir)
-    return Anonymiser(sorted(set(names)))
-
-
-def import_review_files(settings: Settings, paths: list[Path], *, reviewer: str | None = None,
-                        after_each=None) -> list[tuple[Path, ImportResult | ReviewFileError]]:
-    """Apply each file (review CSV or .qdpx) in its own transaction; a bad file is rejected whole, the others apply."""
-    outcomes = []
-    with Store(settings.db_path) as store:
-        codebook = open_codebook(settings, store)
-        coder_id, codebook_version, _ = store.active_coder()
-        gate = review_note_gate(store)
-        for path in paths:
-            try:
-                if Path(path).suffix.lower() == ".qdpx":  # corrected in NVivo, ATLAS.ti, MAXQDA or QualCoder
-                    outcomes.append((path, import_qdpx(store, Path(path).read_bytes(), str(path), codebook,
-                                                       active_coder=(coder_id, codebook_version),
-                                                       redact_note=gate.redact, fallback_reviewer=reviewer,
-                                                       after_each=after_each)))
-                    continue
-                review = parse_review_csv(Path(path).read_bytes(), str(path), codebook.ids)
-                outcomes.append((path, import_review(store, review, codebook, reviewer=reviewer,
-                                                     active_coder=(coder_id, codebook_version), after_each=after_each,
-                                                     redact_note=gate.redact)))
-            except ReviewFileError as exc:
-                outcomes.append((path, exc))
-            except OSError as exc:
-                outcomes.append((path, ReviewFileError(str(path), [f"cannot be read ({exc.strerror})"])))
-    return outcomes
-
-
 def finish_run(settings: Settings, run_id: str, status: str, report: dict) -> Path:
     with Store(settings.db_path) as store:
         store.finish_run(run_id, status, report)
@@ -442,192 +376,7 @@ def ingest_report_dict(report: IngestReport) -> dict:
     return data
 
 
-def agreement_report(settings: Settings, *, council: str | None = None) -> dict:
-    """Model vs reviewers on reviewed passages, and reviewer vs reviewer where passages were double coded."""
-    with Store(settings.db_path) as store:
-        codebook = open_codebook(settings, store)
-        passages = load_coded_passages(store, council=council)
-        reviewer_codes = store.reviewer_codes()
-    return agreement_figures(passages, reviewer_codes, codebook.ids, council)
-
-
-def export_matrix(settings: Settings) -> list[ExportResult]:
-    """passages_by_code.csv (0/1 per code) and quotes.csv (one row per passage and code), gold where it exists."""
-    with Store(settings.db_path) as store:
-        codebook = open_codebook(settings, store)
-        passages = load_coded_passages(store)
-        results = write_analysis_tables(Path(settings.out_dir), passages, codebook, store.wrote_content)
-        for result in results:
-            store.record_export(result.path, result.sha256, "export-matrix")
-    return results
-
-
-def gold_training_set(store: Store, codebook: Codebook, embedder) -> TrainingSet:
-    gold = store.gold_passages()
-    if not gold:
-        raise QcodeError("no reviewed passages yet; import reviewers' CSVs with 'qcode review import' first")
-    texts, _ = codebook_training_set(codebook)
-    example_vectors, _ = embed_with_cache(texts, embedder, store)
-    gold_vectors, _ = embed_with_cache([g["text"] for g in gold], embedder, store)
-    return training_set(codebook, example_vectors, gold_vectors, [tuple(g["codes"]) for g in gold],
-                        [g["transcript_key"] for g in gold], [g["passage_id"] for g in gold])
-
-
-def train_model(settings: Settings, *, force: bool = False, run_id: str | None = None, **params) -> dict:
-    """Train on gold, compare with the active coder on the same folds, promote if not worse, then recode.
-
-    ``params`` override TrainedCoder's defaults (e.g. ``C``, ``evidence_scale``).
-    """
-    with Store(settings.db_path) as store:
-        codebook = open_codebook(settings, store)
-        embedder = coding_encoder(settings, codebook)
-        data = gold_training_set(store, codebook, embedder)
-        folds = gold_folds(data)
-        active, active_id = current_coder(store, codebook, embedder)
-        candidate = TrainedCoder(**{"min_positives": settings.min_gold_per_code, **params})
-        candidate_cv = cv_metrics(candidate, data, folds)
-        active_cv = cv_metrics(active if isinstance(active, ZeroShotCoder) else clone(active), data, folds)
-        promoted = force or not_worse(candidate_cv, active_cv)
-        coder = candidate.fit(data.X, data.Y, code_ids=data.code_ids, is_gold=data.is_gold, groups=data.groups,
-                              sample_weight=data.sample_weight)
-        version = model_version(data)
-        card = model_card(version=version, coder=coder, data=data, embedding_model_id=embedder.model_id,
-                          codebook_version=codebook.version, candidate=candidate_cv, active=active_cv,
-                          active_id=active_id, promoted=promoted, forced=force, min_positives=settings.min_gold_per_code)
-        card["cross_validation"]["folds"] = len(folds)
-        folder = save_model(settings.models_dir, version, coder, card)
-        store.register_coder(f"trained:{version}", "trained", embedder.model_id, codebook.version, card["thresholds"],
-                             artifact=str(folder.resolve()), activate=promoted)
-        store.set_state("trained_gold", data.data_hash)
-    result = {"version": version, "folder": str(folder), "promoted": promoted, "verdict": card["verdict"],
-              "fallback_codes": card["zero_shot_fallback_codes"], "gold_passages": card["gold_passages"]}
-    if promoted:
-        run_id = run_id or new_run_id()
-        result["recode"] = code_passages(settings, run_id)
-        write_round_reports(settings, run_id)
-    return result
-
-
-def evaluate_model(settings: Settings, *, labelled: Path | None = None, train_file: Path | None = None,
-                   split: str = "interview", folds: int = 5) -> dict:
-    """Held-out figures for zero-shot vs trained coders, with a learning curve.
-
-    Data: ``train_file`` to train on and ``labelled`` to test on; or
-    ``labelled`` alone, split by ``split``; or the database's gold, split by
-    interview or council.
-    """
-    if split not in ("interview", "council"):
-        raise QcodeError(f"unknown split {split!r}; use 'interview' or 'council'")
-    if train_file is not None and labelled is None:
-        raise QcodeError("--train needs --labelled: the file to test on")
-    codebook = load_codebook(settings.codebook_path)
-    embedder = coding_encoder(settings, codebook)
-    with Store(settings.db_path) as store:
-        texts, _ = codebook_training_set(codebook)
-        example_vectors, _ = embed_with_cache(texts, embedder, store)
-        if labelled is None:
-            gold = store.gold_passages()
-            if not gold:
-                raise QcodeError("no reviewed passages yet; import reviewers' CSVs or pass --labelled FILE")
-            vectors, _ = embed_with_cache([g["text"] for g in gold], embedder, store)
-            codes = [tuple(g["codes"]) for g in gold]
-            groups = [g["transcript_key"] if split == "interview" else g["council"] for g in gold]
-            test_rows = None
-        else:
-            rows = read_labelled_csv(labelled, codebook.ids)
-            train_rows = read_labelled_csv(train_file, codebook.ids) if train_file else []
-            everything = train_rows + rows
-            vectors, _ = embed_with_cache([r.text for r in everything], embedder, store)
-            codes = [r.codes for r in everything]
-            groups = [(("train:" if i < len(train_rows) else "test:") + (r.interview if split == "interview" else r.council)
-                       or f"row{i}") for i, r in enumerate(everything)]
-            test_rows = np.arange(len(train_rows), len(everything)) if train_file else None
-    data = labelled_training_set(codebook, example_vectors, vectors, codes, groups)
-    if test_rows is None:
-        fold_list = gold_folds(data, folds)
-    else:
-        gold_rows = np.flatnonzero(data.is_gold)
-        held = gold_rows[test_rows]
-        fold_list = [(np.setdiff1d(np.arange(len(data.X)), held), held)]
-    result = held_out_evaluation(data, fold_list, min_positives=settings.min_gold_per_code)
-    result.update(split=split, source=str(labelled) if labelled else "database gold",
-                  trained_on=str(train_file) if train_file else "the other folds")
-    return result
-
-
-def emerging_themes(settings: Settings, *, clusters: int | None = None) -> dict:
-    """Cluster substantive passages that no code fits (no applied code, no reviewer code)."""
-    with Store(settings.db_path) as store:
-        codebook = open_codebook(settings, store)
-        embedder = coding_encoder(settings, codebook)
-        zero_shot, _ = fit_zero_shot_coder(codebook, embedder, store)
-        passages = [p for p in load_coded_passages(store)
-                    if not p.codes and len(p.text.split()) >= themes_module.MIN_WORDS]
-        vectors, _ = embed_with_cache([p.text for p in passages], embedder, store)
-    if passages:
-        # Passages nearer the uncoded examples than any code are small talk and procedure, not themes.
-        scores, uncoded = zero_shot.score_codes(vectors)
-        substantive = uncoded < scores.max(axis=1)
-        passages = [p for p, keep in zip(passages, substantive) if keep]
-        vectors = vectors[substantive]
-    found = themes_module.cluster_themes([p.text for p in passages], vectors, [p.council for p in passages],
-                                         clusters=clusters, code_centroids=zero_shot.centroids_,
-                                         code_ids=list(zero_shot.classes_))
-    return {"candidates": len(passages), "themes": found}
-
-
 # Nightly reruns and distributed work ----------------------------------------------------------
-
-def import_inbox(settings: Settings, inbox: Path) -> dict:
-    """Import every review CSV dropped in ``inbox``; move each to done/ or rejected/ (with its error report)."""
-    inbox = Path(inbox)
-    files = sorted(p for p in inbox.glob("*.csv") if p.is_file()) if inbox.is_dir() else []
-    summary = {"files": len(files), "applied": 0, "rejected": [], "stale_rows": 0}
-    if not files:
-        return summary
-    for path, outcome in import_review_files(settings, files):
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        if isinstance(outcome, ReviewFileError):
-            target = _free_name(inbox / "rejected" / path.name, stamp)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            path.rename(target)
-            target.with_name(target.name + ".errors.txt").write_text(str(outcome) + "\n", encoding="utf-8")
-            summary["rejected"].append(path.name)
-        else:
-            target = _free_name(inbox / "done" / path.name, stamp)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            path.rename(target)
-            summary["applied"] += outcome.applied
-            summary["stale_rows"] += len(outcome.stale_rows)
-    return summary
-
-
-def _free_name(path: Path, stamp: str) -> Path:
-    return path if not path.exists() else path.with_name(f"{path.stem}-{stamp}{path.suffix}")
-
-
-def gold_state(settings: Settings) -> str | None:
-    """A hash of the gold and codebook version: training is only worth repeating when it changes."""
-    with Store(settings.db_path) as store:
-        gold = store.gold()
-    if not gold:
-        return None
-    codebook = load_codebook(settings.codebook_path)
-    return gold_hash(codebook.version, list(gold), [g["codes"] for g in gold.values()])
-
-
-def train_if_new_gold(settings: Settings, run_id: str) -> dict:
-    """Retrain when the gold changed since the last training; not enough gold is a note, not a failure."""
-    current = gold_state(settings)
-    with Store(settings.db_path) as store:
-        last = store.get_state("trained_gold")
-    if current is None or current == last:
-        return {"trained": False, "reason": "no new gold since the last training" if current else "no gold yet"}
-    try:
-        result = train_model(settings, run_id=run_id)
-    except QcodeError as exc:
-        return {"trained": False, "reason": str(exc)}
-    return {"trained": True, **{k: result[k] for k in ("version", "promoted", "verdict")}}
 
 
 def pending_embeddings(settings: Settings) -> tuple[str, str, list[tuple[str, str]]]:

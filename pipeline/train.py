@@ -21,7 +21,7 @@ from sklearn.model_selection import GroupKFold
 from pipeline.agreement import multilabel_f1, top_k_accuracy
 from pipeline.classify import NO_CODE, TrainedCoder, ZeroShotCoder, codebook_training_set, prototype_weights
 from pipeline.errors import QcodeError
-from pipeline.evaluate import indicator_matrix
+from pipeline.agreement import indicator_matrix
 from pipeline.schemas import Codebook
 
 ARTIFACT, CARD_JSON, CARD_MD = "model.joblib", "card.json", "card.md"

@@ -120,7 +120,6 @@ def gold_template(tmp_path_factory, embedder, codebook) -> Path:
     """The gold set as a coded round whose passages a reviewer ('Gold') has coded: q.duckdb, round/, reports/."""
     import csv
 
-    from pipeline import steps
     from pipeline.evaluate import read_labelled_csv
 
     base = tmp_path_factory.mktemp("gold")
@@ -139,7 +138,9 @@ def gold_template(tmp_path_factory, embedder, codebook) -> Path:
         writer = csv.DictWriter(handle, fieldnames=["passage_id", "codes", "reviewed"])
         writer.writeheader()
         writer.writerows(review_rows)
-    [(_, result)] = steps.import_review_files(settings, [gold_csv], reviewer="Gold")
+    from pipeline import review_steps
+
+    [(_, result)] = review_steps.import_review_files(settings, [gold_csv], reviewer="Gold")
     assert result.applied == len(review_rows)
     return base
 

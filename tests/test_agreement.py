@@ -10,7 +10,8 @@ import pytest
 from pipeline.agreement import (cohen_kappa, compare_coders, interpret_alpha, krippendorff_alpha_nominal, multilabel_f1,
                                 top_k_accuracy, top_k_recall)
 from pipeline.errors import QcodeError
-from pipeline.evaluate import LabelledPassage, evaluate_scores, indicator_matrix, read_labelled_csv
+from pipeline.agreement import indicator_matrix
+from pipeline.evaluate import LabelledPassage, evaluate_scores, read_labelled_csv
 
 CODES = ["A", "B", "C", "D"]
 TRUTH = np.array([

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from pipeline import steps
+from pipeline import review_steps
 from pipeline.errors import CodebookError
 from conftest import query, run_steps
 
@@ -56,7 +56,7 @@ def test_excel_round_trip_applies_corrections_as_gold(coded_world, tmp_path):
     rows[6]["reviewed"] = "y"
     path = save_like_excel(rows, tmp_path / "westmarch-reviewed.csv")
 
-    [(_, result)] = steps.import_review_files(settings, [path], reviewer="Ana")
+    [(_, result)] = review_steps.import_review_files(settings, [path], reviewer="Ana")
 
     assert (result.applied, result.unchanged, result.stale_rows) == (4, 0, [])
     assert result.unreviewed == len(rows) - 4
@@ -72,7 +72,7 @@ def test_excel_round_trip_applies_corrections_as_gold(coded_world, tmp_path):
     assert changed[5] == "westmarch-reviewed.csv" and changed[6] == 64
     assert by_id[rows[6]["passage_id"]][3] == [c for c in rows[6]["codes"].split("; ") if c]
 
-    steps.export_reviews(settings)
+    review_steps.export_reviews(settings)
     exported = {r["passage_id"]: r for r in read_review(settings)}
     assert exported[rows[3]["passage_id"]]["codes"] == "LA02; BR03"
     assert exported[rows[3]["passage_id"]]["reviewed"] == "yes"
@@ -95,10 +95,10 @@ def test_importing_the_same_file_twice_changes_nothing(coded_world, tmp_path):
     rows = read_review(settings)
     rows[2]["codes"] = "LA05"
     path = save_like_excel(rows, tmp_path / "r.csv", delimiter=",", encoding="utf-8-sig")
-    steps.import_review_files(settings, [path], reviewer="Ana")
+    review_steps.import_review_files(settings, [path], reviewer="Ana")
     before = decisions(settings)
 
-    [(_, again)] = steps.import_review_files(settings, [path], reviewer="Ana")
+    [(_, again)] = review_steps.import_review_files(settings, [path], reviewer="Ana")
 
     assert before == 1 and decisions(settings) == 1
     assert (again.applied, again.unchanged) == (0, 1)
@@ -109,9 +109,9 @@ def test_a_later_decision_supersedes_and_history_stays(coded_world, tmp_path):
     rows = read_review(settings)
     passage = rows[2]["passage_id"]
     rows[2]["codes"] = "LA05"
-    steps.import_review_files(settings, [save_like_excel(rows, tmp_path / "first.csv")], reviewer="Ana")
+    review_steps.import_review_files(settings, [save_like_excel(rows, tmp_path / "first.csv")], reviewer="Ana")
     rows[2]["codes"], rows[2]["reviewer"] = "LA05; LA08", "Ben"
-    steps.import_review_files(settings, [save_like_excel(rows, tmp_path / "second.csv")])
+    review_steps.import_review_files(settings, [save_like_excel(rows, tmp_path / "second.csv")])
 
     history = query(settings, "SELECT reviewer, codes_before, codes_after, source_file FROM review_decisions "
                               "WHERE passage_id = ? ORDER BY decision_id", [passage])
@@ -135,7 +135,7 @@ def test_a_bad_file_is_rejected_whole_and_applies_nothing(coded_world, tmp_path,
     damage(rows)
     path = save_like_excel(rows, tmp_path / "bad.csv")
 
-    [(_, outcome)] = steps.import_review_files(settings, [path], reviewer="Ana")
+    [(_, outcome)] = review_steps.import_review_files(settings, [path], reviewer="Ana")
 
     assert "bad.csv was rejected and nothing from it was applied" in str(outcome)
     assert message.format(pid=rows[3]["passage_id"]) in str(outcome)
@@ -146,7 +146,7 @@ def test_a_file_without_passage_ids_is_rejected(coded_world, tmp_path):
     _, settings = coded_world
     path = tmp_path / "no-ids.csv"
     path.write_text("council;codes;reviewed\r\nWestmarch;LA01;x\r\n", encoding="utf-8")
-    [(_, outcome)] = steps.import_review_files(settings, [path], reviewer="Ana")
+    [(_, outcome)] = review_steps.import_review_files(settings, [path], reviewer="Ana")
     assert "there is no 'passage_id' column" in str(outcome)
     assert decisions(settings) == 0
 
@@ -155,7 +155,7 @@ def test_a_reviewed_row_needs_a_reviewer(coded_world, tmp_path):
     _, settings = coded_world
     rows = read_review(settings)
     rows[2]["codes"] = "LA05"
-    [(_, outcome)] = steps.import_review_files(settings, [save_like_excel(rows, tmp_path / "r.csv")])
+    [(_, outcome)] = review_steps.import_review_files(settings, [save_like_excel(rows, tmp_path / "r.csv")])
     assert "row 4: no reviewer; fill the reviewer column or pass --reviewer NAME" in str(outcome)
     assert decisions(settings) == 0
 
@@ -171,7 +171,7 @@ def test_rows_of_retired_passages_are_stale_and_the_rest_applies(coded_world, tm
     transcript.write_text(transcript.read_text().replace("ten-year ambition", "twelve-year ambition"))
     run_all(round_dir, settings)
 
-    [(_, result)] = steps.import_review_files(settings, [path], reviewer="Ana")
+    [(_, result)] = review_steps.import_review_files(settings, [path], reviewer="Ana")
 
     assert result.stale_rows == [target + 2]
     assert result.applied == 1
@@ -183,7 +183,7 @@ def test_gold_survives_reruns_and_a_codebook_change_needs_a_mapping(coded_world,
     rows = read_review(settings)
     passage = rows[2]["passage_id"]
     rows[2]["codes"] = "LA15; LA05"
-    steps.import_review_files(settings, [save_like_excel(rows, tmp_path / "r.csv")], reviewer="Ana")
+    review_steps.import_review_files(settings, [save_like_excel(rows, tmp_path / "r.csv")], reviewer="Ana")
     run_all(round_dir, settings)
     assert {r["passage_id"]: r["codes"] for r in read_review(settings)}[passage] == "LA15; LA05"
 
@@ -218,14 +218,14 @@ def test_a_killed_import_leaves_the_database_as_before(coded_world, tmp_path):
     path = save_like_excel(rows, tmp_path / "r.csv")
     script = textwrap.dedent(f"""
         import sys, time
-        from pipeline import steps
+        from pipeline import review_steps
         from pipeline.config import Settings
         settings = Settings.load(db_path={str(settings.db_path)!r}, out_dir={str(settings.out_dir)!r})
         def pause(i):
             if i == 10:
                 print("mid-import", flush=True)
                 time.sleep(600)
-        steps.import_review_files(settings, [{str(path)!r}], reviewer="Ana", after_each=pause)
+        review_steps.import_review_files(settings, [{str(path)!r}], reviewer="Ana", after_each=pause)
     """)
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
@@ -236,5 +236,5 @@ def test_a_killed_import_leaves_the_database_as_before(coded_world, tmp_path):
 
     assert process.returncode == -signal.SIGKILL
     assert decisions(settings) == 0
-    [(_, result)] = steps.import_review_files(settings, [path], reviewer="Ana")
+    [(_, result)] = review_steps.import_review_files(settings, [path], reviewer="Ana")
     assert result.applied == 20 and decisions(settings) == 20

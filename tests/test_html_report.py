@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import query
-from pipeline import steps
+from pipeline import review_steps, steps
 from pipeline.html_report import COUNCIL_PAGE, INDEX_PAGE, RoundFacts, round_pages
 from pipeline.schemas import Code, Codebook, CodedPassage
 
@@ -249,9 +249,9 @@ def reviewed_world(coded_world, tmp_path):
     _, settings = coded_world
     westmarch = [pid for pid, council in query(settings, ACTIVE + " ORDER BY passage_id") if council == "Westmarch"]
     first, second, third = westmarch[:3]
-    [(_, ana)] = steps.import_review_files(settings, [review_file(tmp_path / "ana.csv", [
+    [(_, ana)] = review_steps.import_review_files(settings, [review_file(tmp_path / "ana.csv", [
         (first, "LA01"), (second, "LA02; BR01"), (third, "")])], reviewer="Ana")
-    [(_, ben)] = steps.import_review_files(settings, [review_file(tmp_path / "ben.csv", [
+    [(_, ben)] = review_steps.import_review_files(settings, [review_file(tmp_path / "ben.csv", [
         (first, "LA01"), (second, "LA02")])], reviewer="Ben")
     assert (ana.applied, ben.applied) == (3, 2)
     import duckdb
@@ -273,7 +273,7 @@ def test_qcode_run_writes_the_pages_and_rewrites_them_when_reviews_change(coded_
     assert (settings.out_dir / "fenley" / COUNCIL_PAGE).is_file()
 
     westmarch = [pid for pid, council in query(settings, ACTIVE) if council == "Westmarch"]
-    steps.import_review_files(settings, [review_file(tmp_path / "r.csv", [(westmarch[0], "BR02")])], reviewer="Ana")
+    review_steps.import_review_files(settings, [review_file(tmp_path / "r.csv", [(westmarch[0], "BR02")])], reviewer="Ana")
     results = {e.path.relative_to(settings.out_dir).as_posix(): e.status
                for e in steps.write_round_reports(settings, steps.new_run_id())}
     assert results[INDEX_PAGE] == results[f"westmarch/{COUNCIL_PAGE}"] == "written"

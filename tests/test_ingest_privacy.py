@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from conftest import SAMPLE_ROUND, query, run_steps
-from pipeline import steps
+from pipeline import review_steps, steps
 from pipeline.errors import RoundError
 from pipeline.ingest import file_key, read_round, read_transcript, round_key
 from pipeline.store import SCHEMA_VERSION, Store
@@ -270,7 +270,7 @@ def test_a_deleted_file_leaves_the_reports_and_its_gold_stays_readable(small_rou
     reviewed = next(r for r in rows if r["passage_id"] == wmc02[0])
     decision = settings.out_dir.parent / "decisions.csv"
     decision.write_text(f"passage_id,codes,reviewed\n{reviewed['passage_id']},LA01,yes\n", encoding="utf-8")
-    [(_, result)] = steps.import_review_files(settings, [decision], reviewer="A. Reviewer")
+    [(_, result)] = review_steps.import_review_files(settings, [decision], reviewer="A. Reviewer")
     assert result.applied == 1
     (small_round / "WMC-02.md").unlink()
     (small_round / "FEN-03.txt").unlink()

@@ -202,9 +202,9 @@ def test_a_killed_run_leaves_a_consistent_database_and_the_next_run_completes(co
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    from pipeline import steps
+    from pipeline import review_steps
 
-    steps.import_review_files(settings, [review], reviewer="Ana")
+    review_steps.import_review_files(settings, [review], reviewer="Ana")
     for name in ("HOL-02.docx", "EAS-01.md", "IRE-03.md"):  # new work for the run that will be killed
         shutil.copy(SAMPLE_ROUND / name, round_dir / name)
     script = KILL_SCRIPT.format(db=str(settings.db_path), out=str(settings.out_dir), mode=mode, round_dir=str(round_dir))

@@ -14,7 +14,7 @@ import xmlschema
 from click.testing import CliRunner
 
 from conftest import query
-from pipeline import steps
+from pipeline import review_steps
 from pipeline.cli import main
 from pipeline.codebook import load_codebook
 from pipeline.errors import ReviewFileError
@@ -47,7 +47,7 @@ def review_some(settings, tmp_path, reviewer="Ana") -> dict[str, tuple[str, ...]
     path.write_text("passage_id,codes,reviewed,note\n" + "".join(
         f"{pid},{'; '.join(codes)},yes,{'checked' if i == 0 else ''}\n" for i, (pid, codes) in enumerate(decided.items())),
         encoding="utf-8")
-    [(_, result)] = steps.import_review_files(settings, [path], reviewer=reviewer)
+    [(_, result)] = review_steps.import_review_files(settings, [path], reviewer=reviewer)
     assert result.applied == 3
     return decided
 
@@ -214,7 +214,7 @@ def test_codings_by_another_tools_user_become_reviewer_decisions(coded_world, tm
     # An exact passage, a range over two passages (mapped to both), and two codes on one passage.
     path = corrected_copy(export.result.path, tmp_path / "corrected.qdpx",
                           [(s0, e0, "LA03"), (s1 + 2, e2 - 2, "BR01"), (s2, e2, "LA05")])
-    [(_, result)] = steps.import_review_files(settings, [path])
+    [(_, result)] = review_steps.import_review_files(settings, [path])
     assert not isinstance(result, ReviewFileError), result
     assert (result.applied, result.remapped_codings) == (3, 1)
     gold = {pid: set(codes) for pid, codes in query(settings, "SELECT passage_id, codes FROM gold "
@@ -222,7 +222,7 @@ def test_codings_by_another_tools_user_become_reviewer_decisions(coded_world, tm
     assert gold == {p0: {"LA03"}, p1: {"BR01"}, p2: {"LA05", "BR01"}}
     history = query(settings, "SELECT count(*), min(source_file) FROM review_decisions")
     assert history == [(3, "corrected.qdpx")]
-    [(_, again)] = steps.import_review_files(settings, [path])
+    [(_, again)] = review_steps.import_review_files(settings, [path])
     assert (again.applied, again.unchanged) == (0, 3)  # the same file twice changes nothing
 
 
@@ -234,7 +234,7 @@ def test_a_tool_that_writes_its_own_guids_is_matched_by_text_code_id_and_name(co
                           new_guids=True)
     exported = set(read_qdpx(export.result.path.read_bytes(), "e").sources)
     assert not set(read_qdpx(path.read_bytes(), "r").sources) & exported
-    [(_, result)] = steps.import_review_files(settings, [path])
+    [(_, result)] = review_steps.import_review_files(settings, [path])
     assert not isinstance(result, ReviewFileError), result
     assert result.applied == 2 and not result.warnings  # the model's codings, under new user GUIDs, decide nothing
     assert dict(query(settings, "SELECT passage_id, codes FROM gold")) == {p0: ["LA03"], p1: ["BR02"]}
@@ -244,7 +244,7 @@ def test_reviewer_codings_qcode_exported_come_back_unchanged(coded_world, tmp_pa
     _, settings = coded_world
     review_some(settings, tmp_path)
     export = export_qdpx(settings)
-    [(_, result)] = steps.import_review_files(settings, [export.result.path])
+    [(_, result)] = review_steps.import_review_files(settings, [export.result.path])
     assert result.applied == 0 and result.unchanged == 2  # Ana's two decisions with codes; the model's are skipped
     assert query(settings, "SELECT count(*) FROM review_decisions") == [(3,)]
 
@@ -257,7 +257,7 @@ def test_a_qdpx_with_any_problem_is_rejected_whole(coded_world, tmp_path):
     path = corrected_copy(export.result.path, tmp_path / "bad.qdpx",
                           [(s0, e0, "LA03"), (s1, s1 + 5, "11111111-2222-3333-4444-555555555555"), (0, 3, "LA01"),
                            (10 ** 6, 10 ** 6 + 5, "LA02")])
-    [(_, outcome)] = steps.import_review_files(settings, [path])
+    [(_, outcome)] = review_steps.import_review_files(settings, [path])
     assert isinstance(outcome, ReviewFileError)
     problems = "\n".join(outcome.problems)
     assert "is not a code of the qcode codebook" in problems
@@ -266,7 +266,7 @@ def test_a_qdpx_with_any_problem_is_rejected_whole(coded_world, tmp_path):
     assert len(outcome.problems) == 3
     assert query(settings, "SELECT count(*) FROM review_decisions") == [(0,)]
     (tmp_path / "not.qdpx").write_bytes(b"PK not really")
-    [(_, broken)] = steps.import_review_files(settings, [tmp_path / "not.qdpx"])
+    [(_, broken)] = review_steps.import_review_files(settings, [tmp_path / "not.qdpx"])
     assert isinstance(broken, ReviewFileError) and "not a zip file" in str(broken)
 
 

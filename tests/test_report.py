@@ -373,7 +373,7 @@ def _save_interview(store, council, interview_id, texts):
 
 
 def test_agreement_report_from_a_real_database_lists_only_real_disagreements(tmp_path, settings, codebook):
-    from pipeline import steps
+    from pipeline import review_steps
     from pipeline.store import Store
 
     texts = {"pa": "The leader set a ten-year vision.", "pb": "We pooled budgets, but had no staff to spare.",
@@ -401,7 +401,7 @@ def test_agreement_report_from_a_real_database_lists_only_real_disagreements(tmp
         decide("pc", "Ben", ("BR01",))           # differ
         decide("pd", "Ana", ("BR01",))           # only one reviewer: not in the pair at all
 
-    report = steps.agreement_report(settings)
+    report = review_steps.agreement_report(settings)
     out = tmp_path / "agreement"
     written = write_agreement_tables(out, report, codebook)
     assert [p.name for p in written] == ["model_vs_reviewers.csv", "reviewer_pairs.csv", "disagreements.csv"]

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline import steps
+from pipeline import review_steps, steps
 from pipeline.errors import ReviewFileError
 from pipeline.review import parse_review_csv
 from pipeline.store import SCHEMA_VERSION, Store
@@ -30,7 +30,7 @@ def other_codes(codes: str) -> str:
 
 
 def import_one(settings, path, **options):
-    [(_, outcome)] = steps.import_review_files(settings, [path], **options)
+    [(_, outcome)] = review_steps.import_review_files(settings, [path], **options)
     return outcome
 
 
@@ -45,7 +45,7 @@ def test_the_export_id_is_on_every_row_and_an_unchanged_export_keeps_it(coded_wo
     # Excel turns digit strings such as 1e5 or 0123 into numbers; a letter prefix keeps the id text.
     assert re.fullmatch(r"rx-[0-9a-f]{12}", export_id)
     before = (settings.out_dir / "westmarch" / "review.csv").read_bytes()
-    [result] = [r for r in steps.export_reviews(settings, council="Westmarch")]
+    [result] = [r for r in review_steps.export_reviews(settings, council="Westmarch")]
     assert result.status == "unchanged" and (settings.out_dir / "westmarch" / "review.csv").read_bytes() == before
     assert query(settings, "SELECT council, passages FROM review_exports WHERE export_id = ?", [export_id]) == [
         ("Westmarch", len(rows))]
@@ -58,7 +58,7 @@ def test_an_older_file_applies_only_its_own_edit_not_a_revert_of_a_later_decisio
     ana[2]["codes"] = other_codes(rows[2]["codes"])
     ben[7]["codes"] = other_codes(rows[7]["codes"])
     assert import_one(settings, save_like_excel(ana, tmp_path / "ana.csv"), reviewer="Ana").applied == 1
-    steps.export_reviews(settings)                     # a newer export now shows Ana's decision
+    review_steps.export_reviews(settings)                     # a newer export now shows Ana's decision
 
     result = import_one(settings, save_like_excel(ben, tmp_path / "ben.csv"), reviewer="Ben")
 
@@ -123,7 +123,7 @@ def test_a_changed_note_on_an_unchanged_row_is_a_decision(coded_world, tmp_path)
         (exported_codes, "check the budget figure with the team")]
     assert (import_one(settings, path, reviewer="Ana").applied, decisions(settings)) == (0, 1)
 
-    steps.export_reviews(settings)                     # Ana adds to her note on the row she already decided
+    review_steps.export_reviews(settings)                     # Ana adds to her note on the row she already decided
     again = read_review(settings)
     row = next(r for r in again if r["passage_id"] == rows[2]["passage_id"])
     assert (row["reviewed"], row["note"]) == ("yes", "check the budget figure with the team")
@@ -154,7 +154,7 @@ def test_notes_pass_the_anonymisation_gate_before_they_are_stored(coded_world, t
     assert all(kind in note for kind in ("[PERSON]", "[PHONE]", "[EMAIL]"))
     said = "\n".join(result.warnings) + "\n" + caplog.text
     assert "row 4" in said and not any(part in said for part in RAW_PARTS)
-    steps.export_reviews(settings)
+    review_steps.export_reviews(settings)
     exported = (settings.out_dir / "westmarch" / "review.csv").read_text(encoding="utf-8-sig")
     assert "[PHONE]" in exported and not any(part in exported for part in RAW_PARTS)
     # The same file again: its note, through the same gate, is the stored note, so nothing new is decided.
@@ -215,7 +215,7 @@ def test_a_cell_over_the_field_limit_rejects_that_file_and_the_next_file_still_a
     bad = save_like_excel(rows, tmp_path / "bad.csv", encoding="utf-8")
     good[5]["codes"] = other_codes(good[5]["codes"])
 
-    outcomes = dict(steps.import_review_files(settings, [bad, save_like_excel(good, tmp_path / "good.csv")],
+    outcomes = dict(review_steps.import_review_files(settings, [bad, save_like_excel(good, tmp_path / "good.csv")],
                                               reviewer="Ana"))
 
     assert isinstance(outcomes[bad], ReviewFileError)

@@ -12,7 +12,7 @@ import yaml
 from sklearn.base import clone
 
 from conftest import query
-from pipeline import steps
+from pipeline import learn_steps, steps
 from pipeline.classify import TrainedCoder, ZeroShotCoder, codebook_training_set
 from pipeline.train import ModelMismatchError, gold_folds, load_model, training_set
 
@@ -94,7 +94,7 @@ def test_training_promotes_a_better_model_and_recodes_without_touching_gold(gold
     settings = gold_world
     gold_before = query(settings, "SELECT passage_id, codes FROM gold ORDER BY passage_id")
 
-    result = steps.train_model(settings)
+    result = learn_steps.train_model(settings)
 
     card = json.loads((settings.models_dir / result["version"] / "card.json").read_text())
     for field in ("embedding_model_id", "codebook_version", "training_data_hash", "gold_positives_per_code",
@@ -124,7 +124,7 @@ def test_a_worse_retrain_is_not_promoted_unless_forced(gold_world):
     settings = gold_world
     # Crushing regularisation, full trust in the trained part and no tuned thresholds: a deliberately bad model.
     bad = {"C": 1e-4, "evidence_scale": 0.0, "threshold_folds": 0}
-    worse = steps.train_model(settings, **bad)
+    worse = learn_steps.train_model(settings, **bad)
 
     assert worse["promoted"] is False
     assert worse["verdict"].startswith("not promoted")
@@ -132,13 +132,13 @@ def test_a_worse_retrain_is_not_promoted_unless_forced(gold_world):
     assert card["cross_validation"]["candidate"]["macro_f1"] < card["cross_validation"]["active"]["macro_f1"]
     assert query(settings, "SELECT kind FROM coders WHERE activated_at IS NOT NULL") == [("zero-shot",)]
 
-    forced = steps.train_model(settings, **bad, force=True)
+    forced = learn_steps.train_model(settings, **bad, force=True)
     assert forced["promoted"] is True and "promoted by --force" in forced["verdict"]
 
 
 def test_a_model_for_another_codebook_is_refused_and_coding_falls_back_to_zero_shot(gold_world, tmp_path, caplog):
     settings = gold_world
-    result = steps.train_model(settings)
+    result = learn_steps.train_model(settings)
     assert result["promoted"]
     folder = settings.models_dir / result["version"]
     card = json.loads((folder / "card.json").read_text())
@@ -161,10 +161,11 @@ def test_a_model_for_another_codebook_is_refused_and_coding_falls_back_to_zero_s
 def test_held_out_evaluation_reports_zero_shot_and_a_learning_curve(settings, codebook):
     from pipeline.classify import prototype_weights
     from pipeline.config import PROJECT_ROOT
-    from pipeline.evaluate import evaluate_scores, indicator_matrix, read_labelled_csv
+    from pipeline.agreement import indicator_matrix
+    from pipeline.evaluate import evaluate_scores, read_labelled_csv
 
     dev = PROJECT_ROOT / "bench" / "dev_set.csv"
-    result = steps.evaluate_model(settings, labelled=dev, split="council", folds=4)
+    result = learn_steps.evaluate_model(settings, labelled=dev, split="council", folds=4)
 
     rows = read_labelled_csv(dev, codebook.ids)
     texts, labels = codebook_training_set(codebook)
@@ -185,8 +186,8 @@ def test_held_out_evaluation_reports_zero_shot_and_a_learning_curve(settings, co
 
 def test_themes_are_deterministic_and_only_hold_passages_no_code_fits(coded_world):
     _, settings = coded_world
-    first = steps.emerging_themes(settings, clusters=4)
-    second = steps.emerging_themes(settings, clusters=4)
+    first = learn_steps.emerging_themes(settings, clusters=4)
+    second = learn_steps.emerging_themes(settings, clusters=4)
 
     assert first == second
     assert len(first["themes"]) == 4 and sum(t["size"] for t in first["themes"]) == first["candidates"]
