@@ -182,6 +182,20 @@ _NAME_TOKEN = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
 _GAP = re.compile(r" +")
 
 
+def redact_file_name(redact, name: str) -> tuple[str, Counter]:
+    """A file name through a gate's ``redact``: the stem read as words (people put underscores between the
+    words of a name), the suffix kept.
+
+    Examples
+    --------
+    >>> redact_file_name(Anonymiser(ner=False).redact, "Dr_Esme_Ravensworth.md")[0]
+    'Dr [PERSON].md'
+    """
+    path = Path(name)
+    gated, found = redact(str(path.with_suffix("")).replace("_", " "))
+    return gated + path.suffix, found
+
+
 def _phone_digits_ok(candidate: str) -> bool:
     digits = re.sub(r"\D", "", candidate.replace("(0)", "", 1))  # +44 (0)20 ...: the bracketed 0 is not dialled
     if digits.startswith("0044"):
@@ -235,7 +249,7 @@ class Anonymiser:
                 parts.update(p for p in chunk.split("-") if p)
         self._full = self._alternation(full)
         self._parts = self._alternation([re.escape(p) for p in parts if len(p) >= 2 and p.lower() not in PARTICLES])
-        self._allowed = self._alternation(["[ ]+".join(re.escape(w) for w in normalise(a).split()) for a in self.allow])
+        self._allowed = self._phrases(self.allow)
         self.nlp = None
         if ner:
             from pipeline.ner_model import dictionary, load_ner
@@ -257,8 +271,13 @@ class Anonymiser:
             return self
         wider = copy.copy(self)
         wider.allow = self.allow + tuple(sorted(set(extra)))
-        wider._allowed = self._alternation(["[ ]+".join(re.escape(w) for w in normalise(a).split()) for a in wider.allow])
+        wider._allowed = self._phrases(wider.allow)
         return wider
+
+    @classmethod
+    def _phrases(cls, phrases):
+        """One pattern matching any of ``phrases`` as normalised words, whatever the spacing between them."""
+        return cls._alternation(["[ ]+".join(re.escape(w) for w in normalise(a).split()) for a in phrases])
 
     @staticmethod
     def _alternation(patterns: list[str]):

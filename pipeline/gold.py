@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from pipeline.anonymise import Anonymiser
+from pipeline.anonymise import Anonymiser, redact_file_name
 from pipeline.errors import CodebookError, ReviewFileError
 from pipeline.review import ReviewFile
 from pipeline.schemas import Codebook, slugify
@@ -88,8 +88,7 @@ def import_review(store: Store, review: ReviewFile, codebook: Codebook, *, revie
     ``after_each`` is called after each decision is written (progress).
     """
     redact_note = redact_note or Anonymiser().redact
-    file_name = Path(review.name)  # a reviewer may name a file after a participant
-    stored_name = redact_note(file_name.stem.replace("_", " "))[0] + file_name.suffix
+    stored_name = redact_file_name(redact_note, Path(review.name).name)[0]  # may name a participant
     ids = [r.passage_id for r in review.rows]
     states = store.passage_states(ids)
     problems = [f"row {r.row}: passage_id {r.passage_id} does not exist in this database; "

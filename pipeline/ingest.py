@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.anonymise import Anonymiser
+from pipeline.anonymise import Anonymiser, redact_file_name
 from pipeline.errors import RoundError, TranscriptError
 from pipeline.schemas import INTERVIEWER, RESPONDENT, Finding, Quarantined, Transcript, TranscriptMeta, Turn
 
@@ -186,11 +186,10 @@ def file_label(relative_path: str, gate: Anonymiser) -> tuple[str, list[Finding]
     ``Dr [PERSON].md (file-1f0c...)``. Underscores count as spaces, as people
     use them between the words of a name.
     """
-    path = Path(relative_path)
-    gated, found = gate.redact(str(path.with_suffix("")).replace("_", " "))
+    gated, found = redact_file_name(gate.redact, relative_path)
     if not found:
         return relative_path, []
-    return f"{gated}{path.suffix} ({file_key(relative_path)})", [Finding(kind, FILE_NAME) for kind in sorted(found.elements())]
+    return f"{gated} ({file_key(relative_path)})", [Finding(kind, FILE_NAME) for kind in sorted(found.elements())]
 
 
 def gate_metadata(values: dict[str, str], gate: Anonymiser, origin: dict[str, str]) -> tuple[dict[str, str], list[Finding]]:
@@ -444,7 +443,7 @@ def read_round(round_dir: Path, gate: Anonymiser | None = None,
     ``gate`` defaults to one knowing the round's ``known_names.txt``; the
     round's council names (from front matter and the manifest) are added to
     what it never redacts as names, so "Irewell born and bred" keeps its
-    council. Steps that gate the bodies use ``round_gate`` for the same gate.
+    council (steps that gate the bodies allow the councils of the transcripts returned).
     A file that fails in a way nobody foresaw is set aside too, its traceback
     written to ``error_log``: one file never stops the round.
     """
@@ -469,7 +468,8 @@ def read_round(round_dir: Path, gate: Anonymiser | None = None,
             raws.append(_read_raw(path, file_label(path.name, gate)[0]))
         except Exception as exc:  # noqa: BLE001 - the file boundary: anything sets this file aside, not the round
             set_aside(path, exc)
-    gate = round_gate(gate, raws, manifest)
+    gate = gate.allowing([_council_of(raw, manifest.get(raw.path.name)) for raw in raws]
+                         + [row.get("council", "") for row in manifest.values()])
     transcripts: list[Transcript] = []
     for raw in raws:
         try:
@@ -486,17 +486,6 @@ def read_round(round_dir: Path, gate: Anonymiser | None = None,
         keys[t.meta.key] = t.source
         unique.append(t)
     return unique, quarantined
-
-
-def round_gate(gate: Anonymiser, raws=(), manifest: dict[str, dict[str, str]] | None = None, *,
-               transcripts=()) -> Anonymiser:
-    """``gate`` allowing the round's council names: from files as read and their manifest rows, or from
-    transcripts already gated (whose councils the gate kept)."""
-    manifest = manifest or {}
-    councils = [_council_of(raw, manifest.get(raw.path.name)) for raw in raws]
-    councils += [row.get("council", "") for row in manifest.values()]
-    councils += [t.meta.council for t in transcripts]
-    return gate.allowing(councils)
 
 
 def _normalise_label(label: str) -> str:

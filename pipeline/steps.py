@@ -30,9 +30,8 @@ from pipeline.embed import embed_with_cache, load_embedder
 from pipeline.errors import QcodeError, TranscriptError, explain_system_error
 from pipeline.gold import reconcile_gold
 from pipeline.html_report import LAYOUT_VERSION as HTML_LAYOUT, write_round_html
-from pipeline.ingest import (META_FIELDS, body_findings, file_key, list_transcript_files, personal_data_reason,
-                             read_known_names, read_round, record_unexpected_failure, round_gate, round_key, round_warnings,
-                             split_turns)
+from pipeline.ingest import (META_FIELDS, body_findings, personal_data_reason, read_known_names, read_round,
+                             record_unexpected_failure, round_key, round_warnings, split_turns)
 from pipeline.report import UNCHANGED, ExportResult, write_reports, write_run_report
 from pipeline.review import ReviewExport
 from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, Transcript, slugify
@@ -90,7 +89,7 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
     gate = Anonymiser(known_names)
     error_log = ingest_log(settings, run_id)
     transcripts, quarantined = read_round(round_dir, gate, error_log)
-    gate = round_gate(gate, transcripts=transcripts)  # council names in the bodies are not people's names
+    gate = gate.allowing(t.meta.council for t in transcripts)  # council names in the bodies are not people's names
     fingerprint = processing_fingerprint(settings, known_names)
     report = IngestReport(files_seen=len(transcripts) + len(quarantined), quarantined=list(quarantined),
                           warnings=round_warnings(round_dir, gate))
@@ -144,7 +143,7 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
                 _quarantine(report, transcript, record_unexpected_failure(transcript.source, exc, error_log))
                 continue
             getattr(report, status).append(transcript.source)
-        present = [file_key(path.name) for path in list_transcript_files(round_dir)]
+        present = [t.file_key for t in transcripts] + [q.file_key for q in report.quarantined]  # every file listed
         report.retired = store.retire_missing_files(round_key(round_dir), present)
     for label in report.retired:
         log.warning("retired %s: it is no longer in the round folder, so its interview leaves the reports "
@@ -323,11 +322,12 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
             return [ExportResult(Path(p), sha, UNCHANGED) for p, sha in last["files"].items()]
         embedder = coding_encoder(settings, codebook)
         passages = explain_suggestions(load_coded_passages(store), codebook, embedder, store)
-        results = write_reports(out_dir, passages, codebook, store.wrote_content,
-                                remember=lambda path, sha: store.record_export(path, sha, run_id),
+        def remember(path: Path, sha: str) -> None:
+            store.record_export(path, sha, run_id)
+
+        results = write_reports(out_dir, passages, codebook, store.wrote_content, remember=remember,
                                 record_export=review_export_recorder(store))
-        results += write_round_html(out_dir, store, codebook, passages, store.wrote_content,
-                                    remember=lambda path, sha: store.record_export(path, sha, run_id))
+        results += write_round_html(out_dir, store, codebook, passages, store.wrote_content, remember=remember)
         store.set_state(state_key, {"state": state, "files": {str(r.path): r.sha256 for r in results}})
     if last:
         remove_stale_reports(last["files"], {str(r.path) for r in results})

@@ -218,6 +218,11 @@ class Store:
         self.con.execute("UPDATE transcripts SET file_key = 'file-' || substr(sha256(source_file), 1, 12), "
                          "source_file = 'file-' || substr(sha256(source_file), 1, 12) WHERE file_key IS NULL")
 
+    def _records(self, sql: str, params: Sequence = ()) -> list[dict]:
+        """Rows of a query as dicts keyed by column name."""
+        cursor = self.con.execute(sql, list(params))
+        return [dict(zip([c[0] for c in cursor.description], row)) for row in cursor.fetchall()]
+
     def close(self) -> None:
         self.con.close()
 
@@ -368,9 +373,7 @@ class Store:
 
     def active_passages(self) -> list[dict]:
         """Every passage not retired, with its interview's metadata and the interviewer's preceding question."""
-        cursor = self.con.execute(ACTIVE_PASSAGES)
-        columns = [d[0] for d in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+        return self._records(ACTIVE_PASSAGES)
 
     def texts_without_embedding(self, model_id: str) -> list[tuple[str, str]]:
         """(text hash, text) of active passages whose embedding for ``model_id`` is not cached yet."""
@@ -500,13 +503,11 @@ class Store:
 
     def gold_passages(self) -> list[dict]:
         """Every passage with a reviewer decision (retired ones too: their text is still good training data)."""
-        cursor = self.con.execute(
+        return self._records(
             "SELECT g.passage_id, g.codes, p.text, p.transcript_key, t.council FROM gold g "
             "JOIN passages p USING (passage_id) "
             "JOIN transcripts t ON t.transcript_key = p.transcript_key AND t.version = p.version "
             "ORDER BY g.passage_id")
-        columns = [c[0] for c in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
     # review decisions -----------------------------------------------------
     def passage_states(self, passage_ids: Sequence[str]) -> dict[str, tuple[bool, str, str]]:
@@ -592,12 +593,10 @@ class Store:
 
     def reviewer_decisions_using(self, code_ids: Sequence[str]) -> list[dict]:
         """Each reviewer's newest decision that uses any of ``code_ids``, oldest first."""
-        cursor = self.con.execute(
+        return self._records(
             "SELECT r.passage_id, r.reviewer, r.codes, d.note, r.decision_id FROM reviewer_codes r "
             "JOIN review_decisions d USING (decision_id) "
             "WHERE list_has_any(r.codes, ?::VARCHAR[]) ORDER BY r.decision_id", [list(code_ids)])
-        columns = [c[0] for c in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
     def applied_codes(self, coder_id: str, codebook_version: str, passage_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
         rows = self.con.execute(
@@ -609,25 +608,19 @@ class Store:
     # REFI-QDA exchange -----------------------------------------------------
     def exchange_transcripts(self) -> list[dict]:
         """Every current interview with its anonymised text (the text passages' offsets point into)."""
-        cursor = self.con.execute(
+        return self._records(
             "SELECT transcript_key, version, council, council_type, interview_id, respondent_role, anonymised_text, "
             "ingested_at FROM transcripts WHERE retired_at IS NULL ORDER BY council, interview_id, transcript_key")
-        columns = [c[0] for c in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
     def exchange_passages(self) -> list[dict]:
         """Every active passage's place in its interview: id, transcript key and version, character range."""
-        cursor = self.con.execute(
+        return self._records(
             "SELECT passage_id, transcript_key, version, start_char, end_char FROM passages "
             "WHERE retired_at IS NULL ORDER BY transcript_key, version, start_char")
-        columns = [c[0] for c in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
     def coders(self) -> list[dict]:
         """Every coder this database has used: id, kind, embedding model and codebook version."""
-        cursor = self.con.execute("SELECT coder_id, kind, model_id, codebook_version FROM coders ORDER BY coder_id")
-        columns = [c[0] for c in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+        return self._records("SELECT coder_id, kind, model_id, codebook_version FROM coders ORDER BY coder_id")
 
     def applied_model_codings(self, codebook_version: str) -> list[tuple[str, str, str, datetime]]:
         """(passage_id, code_id, coder_id, coded_at) of every code a coder applied under this codebook version."""
