@@ -199,8 +199,9 @@ def codebook(**options) -> None:
         families[code.family] = families.get(code.family, 0) + 1
     counts = ", ".join(f"{n} {family}" for family, n in families.items())
     examples = sum(len(c.examples) for c in book.codes)
+    restatements = sum(len(c.restatements) for c in book.codes)
     click.echo(f"codebook {book.name} version {book.version}: {len(book.codes)} codes ({counts}), "
-               f"{examples} examples, {len(book.uncoded_examples)} uncoded examples")
+               f"{examples} examples, {restatements} restatements, {len(book.uncoded_examples)} uncoded examples")
 
 
 @main.group()

@@ -90,7 +90,7 @@ def parse_codebook(raw: object, *, source: Path | str = "<codebook>") -> Codeboo
         if "framework_area" not in missing and area not in areas:
             problems.append(f"{name}: field 'framework_area' has unknown value {area!r}; add it to 'framework_areas' or fix the spelling")
         lists = {}
-        for f in ("include", "exclude", "examples"):
+        for f in ("include", "exclude", "examples", "restatements"):
             value = entry.get(f) or []
             if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
                 problems.append(f"{name}: field '{f}' must be a list of non-empty strings")
@@ -104,6 +104,7 @@ def parse_codebook(raw: object, *, source: Path | str = "<codebook>") -> Codeboo
             id=code_id, family=family, label=str(entry["label"]).strip(),
             definition=str(entry["definition"]).strip(), framework_area=area,
             include=lists["include"], exclude=lists["exclude"], examples=lists["examples"],
+            restatements=lists["restatements"],
         ))
 
     uncoded = raw.get("uncoded_examples") or []

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.base import clone
 
 from pipeline import themes as themes_module
-from pipeline.classify import TrainedCoder, ZeroShotCoder, codebook_training_set, fit_zero_shot_coder
+from pipeline.classify import TrainedCoder, ZeroShotCoder, codebook_vectors, fit_zero_shot_coder
 from pipeline.codebook import load_codebook
 from pipeline.config import Settings
 from pipeline.embed import embed_with_cache
@@ -29,8 +29,7 @@ def gold_training_set(store: Store, codebook: Codebook, embedder) -> TrainingSet
     gold = store.gold_passages()
     if not gold:
         raise QcodeError("no reviewed passages yet; import reviewers' CSVs with 'qcode review import' first")
-    texts, _ = codebook_training_set(codebook)
-    example_vectors, _ = embed_with_cache(texts, embedder, store)
+    example_vectors = codebook_vectors(codebook, embedder, store)
     gold_vectors, _ = embed_with_cache([g["text"] for g in gold], embedder, store)
     return training_set(codebook, example_vectors, gold_vectors, [tuple(g["codes"]) for g in gold],
                         [g["transcript_key"] for g in gold], [g["passage_id"] for g in gold])
@@ -86,8 +85,7 @@ def evaluate_model(settings: Settings, *, labelled: Path | None = None, train_fi
     codebook = load_codebook(settings.codebook_path)
     embedder = coding_encoder(settings, codebook)
     with Store(settings.db_path) as store:
-        texts, _ = codebook_training_set(codebook)
-        example_vectors, _ = embed_with_cache(texts, embedder, store)
+        example_vectors = codebook_vectors(codebook, embedder, store)
         if labelled is None:
             gold = store.gold_passages()
             if not gold:

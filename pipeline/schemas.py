@@ -31,6 +31,9 @@ class Code:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()
+    restatements: tuple[str, ...] = ()
+    """The code said again in other registers than interview speech: a research team's findings, council
+    documents, remarks that imply the code without naming it. Optional; all written for this project."""
 
 
 @dataclass(frozen=True)

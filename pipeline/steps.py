@@ -172,7 +172,7 @@ def embed_passages(settings: Settings) -> dict:
 def coding_encoder(settings: Settings, codebook: Codebook | None = None):
     """The encoder that embeds passages for coding: the base model tuned on this codebook, or the base itself.
 
-    The tuned encoder is built on first use for a codebook version (80 s on
+    The tuned encoder is built on first use for a codebook version (125 s on
     2 cores, with a progress bar in a terminal) and reused from
     ``Settings.tuned_encoders_dir`` (``models/encoders/``) after that. With
     ``tune_encoder`` off, the base model (``--model``) is used as it is.
@@ -184,7 +184,7 @@ def coding_encoder(settings: Settings, codebook: Codebook | None = None):
     params = TuningParams()
     folder = encoder_folder(settings.tuned_encoders_dir, base.model_id, codebook, params)
     if not tuned_encoder_usable(folder):
-        log.warning("tuning the encoder on codebook %s (once per codebook version; about 80 s on 2 cores)",
+        log.warning("tuning the encoder on codebook %s (once per codebook version; about 2 minutes on 2 cores)",
                     codebook.version)
         with tqdm(desc="tune encoder", unit="batch", disable=None) as bar:
             def advance(done: int, total: int) -> None:

@@ -2,7 +2,7 @@
 
 Why: an off-the-shelf encoder places other people's language about leadership
 (report prose, real interview quotes) far from our codebook's wording. Pulling
-each code's include notes and example utterances towards that code's label and
+each code's include notes, restatements and example utterances towards that code's label and
 definition, against the other codes in the same batch (in-batch negatives),
 teaches the encoder what the codebook distinguishes. Measured by
 ``bench/quality.py``: real report prose top-1 0.35 -> 0.57 with the codebook
@@ -40,8 +40,8 @@ CARD = "card.json"
 class TuningParams:
     """How the encoder is tuned; part of the artifact's name, so a change builds a new one.
 
-    Two epochs took 74 s on 2 cores for the shipped codebook (504 pairs); four
-    gave no further gain on our development set.
+    Two epochs took 74 s on 2 cores for the shipped codebook's 504 pairs, and 125 s for its 840 since
+    it has restatements; four gave no further gain on our development set.
     """
 
     epochs: int = 2
@@ -60,7 +60,7 @@ def code_description(code: Code) -> str:
 
 
 def codebook_pairs(codebook: Codebook) -> list[tuple[str, str]]:
-    """(anchor text, code id): every include note and example utterance, to be pulled towards its code.
+    """(anchor text, code id): every include note, restatement and example utterance, to be pulled towards its code.
 
     Examples
     --------
@@ -70,7 +70,8 @@ def codebook_pairs(codebook: Codebook) -> list[tuple[str, str]]:
     >>> codebook_pairs(Codebook("b", "v1", (code,), (), ()))
     [('Joint ventures', 'LA02'), ('We share a service with the county.', 'LA02')]
     """
-    return [(text, code.id) for code in codebook.codes for text in (*code.include, *code.examples)]
+    return [(text, code.id) for code in codebook.codes
+            for text in (*code.include, *code.restatements, *code.examples)]
 
 
 def training_data_hash(codebook: Codebook) -> str:
@@ -214,7 +215,7 @@ def _card_markdown(card: dict) -> str:
     params = ", ".join(f"{k} {v}" for k, v in card["params"].items())
     return (f"# Tuned encoder for codebook {card['codebook']} {card['codebook_version']}\n\n"
             f"- base model: {card['base_model_id']}\n"
-            f"- training data: {card['training_pairs']} include notes and example utterances paired with their "
+            f"- training data: {card['training_pairs']} include notes, restatements and example utterances paired with their "
             f"code's label and definition (hash {card['training_data_hash']}); all written for this project\n"
             f"- settings: {params}\n"
             f"- built {card['built_at']} in {card['seconds']} s; last batch loss {card['last_batch_loss']:.3f}\n"

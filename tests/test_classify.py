@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from pipeline.classify import NO_CODE, ZeroShotCoder, codebook_training_set, fit_zero_shot_coder, prototype_weights
+from pipeline.classify import (NO_CODE, TWO_SIDED_DEFINITION_WEIGHT, ZeroShotCoder, codebook_training_set,
+                               fit_zero_shot_coder, prototype_weights)
 from pipeline.store import Store
 
 E = np.eye(4)
@@ -170,27 +173,40 @@ def test_fingerprint_is_stable_and_tracks_params_and_data(coder):
 def test_codebook_training_set(codebook):
     texts, labels = codebook_training_set(codebook)
     first = codebook.codes[0]
-    per_code = 1 + len(first.include) + len(first.examples)
-    assert texts[:per_code] == [f"{first.label}. {first.definition}", *first.include, *first.examples]
+    per_code = 1 + len(first.include) + len(first.restatements) + len(first.examples)
+    assert texts[:per_code] == [f"{first.label}. {first.definition}", *first.include, *first.restatements,
+                                *first.examples]
     assert labels[:per_code] == [first.id] * per_code
-    assert len(texts) == sum(1 + len(c.include) + len(c.examples) for c in codebook.codes) + len(codebook.uncoded_examples)
+    assert len(texts) == sum(1 + len(c.include) + len(c.restatements) + len(c.examples)
+                             for c in codebook.codes) + len(codebook.uncoded_examples)
     assert labels.count(NO_CODE) == len(codebook.uncoded_examples) > 0
     assert texts[-1] == codebook.uncoded_examples[-1]
 
 
-def test_prototype_weights_give_each_code_its_definition_share(codebook):
+def test_prototype_weights_give_each_side_of_a_code_its_share(codebook):
     _, labels = codebook_training_set(codebook)
-    weights = prototype_weights(codebook, 0.8)
+    weights = prototype_weights(codebook, 0.5, 0.3)
     assert len(weights) == len(labels)
     first = codebook.codes[0]
-    definition_rows = 1 + len(first.include)
-    assert weights[:definition_rows].sum() == pytest.approx(0.8)
-    assert weights[definition_rows:definition_rows + len(first.examples)].sum() == pytest.approx(0.2)
+    sides = np.cumsum([0, 1 + len(first.include), len(first.restatements), len(first.examples)])
+    shares = [weights[a:b].sum() for a, b in zip(sides[:-1], sides[1:])]
+    assert shares == pytest.approx([0.5, 0.3, 0.2])
     for code in codebook.codes:
         assert weights[np.array(labels) == code.id].sum() == pytest.approx(1.0)
     assert (weights[np.array(labels) == NO_CODE] == 1.0).all()
-    with pytest.raises(ValueError, match="definition_weight must be between 0 and 1"):
-        prototype_weights(codebook, 1.5)
+    with pytest.raises(ValueError, match="add up to at most 1"):
+        prototype_weights(codebook, 0.8, 0.4)
+
+
+def test_a_code_without_restatements_keeps_two_sides(codebook):
+    plain = replace(codebook, codes=tuple(replace(c, restatements=()) for c in codebook.codes))
+    _, labels = codebook_training_set(plain)
+    weights = prototype_weights(plain)
+    first = plain.codes[0]
+    definition_rows = 1 + len(first.include)
+    assert weights[:definition_rows].sum() == pytest.approx(TWO_SIDED_DEFINITION_WEIGHT)
+    assert weights[definition_rows:definition_rows + len(first.examples)].sum() == pytest.approx(
+        1 - TWO_SIDED_DEFINITION_WEIGHT)
 
 
 def test_sample_weight_moves_a_codes_centroid_towards_its_heavier_prototypes():

@@ -38,7 +38,8 @@ def test_codebook_command_prints_version_and_counts(codebook):
     assert result.exit_code == 0
     assert result.output.strip() == (
         f"codebook {codebook.name} version {codebook.version}: 24 codes (15 leadership action, 9 barrier), "
-        f"{sum(len(c.examples) for c in codebook.codes)} examples, {len(codebook.uncoded_examples)} uncoded examples"
+        f"{sum(len(c.examples) for c in codebook.codes)} examples, "
+        f"{sum(len(c.restatements) for c in codebook.codes)} restatements, {len(codebook.uncoded_examples)} uncoded examples"
     )
 
 

@@ -61,6 +61,7 @@ def test_shipped_codebook_loads(codebook):
         assert code.family == ("leadership action" if code.id.startswith("LA") else "barrier")
         assert code.label and code.definition and code.framework_area
         assert code.include and code.exclude
+        assert len(code.restatements) >= 10, code.id
     assert codebook.code("LA02").label == "Innovative partnerships"
     assert codebook.uncoded_examples
     with pytest.raises(KeyError):
@@ -72,6 +73,17 @@ def test_minimal_codebook_loads(tmp_path):
     assert book.ids == ("LA01", "BR01")
     assert book.code("BR01").examples == tuple(f"example {i} of BR01" for i in range(1, 5))
     assert book.uncoded_examples == ("Did you find us all right?",)
+    assert book.code("BR01").restatements == ()
+
+
+def test_restatements_are_optional_lists_of_text(tmp_path):
+    raw = minimal_raw()
+    raw["codes"][0]["restatements"] = ["  Leaders in most councils shared one ambition.  "]
+    assert load_codebook(write_yaml(tmp_path, raw)).code("LA01").restatements == (
+        "Leaders in most councils shared one ambition.",)
+    raw["codes"][0]["restatements"] = "one long string"
+    _, problems = problems_of(tmp_path, raw)
+    assert problems == ["code LA01 (#1): field 'restatements' must be a list of non-empty strings"]
 
 
 # --------------------------------------------------------------------------- versioning

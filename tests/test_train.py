@@ -206,3 +206,29 @@ def test_the_gate_refuses_a_coder_better_in_macro_f1_but_worse_at_the_main_code(
     assert not not_worse({"macro_f1": 0.615, "top1_accuracy": 0.426}, active)  # trained on 1.9 gold per code
     assert not not_worse({"macro_f1": 0.600, "top1_accuracy": 0.600}, active)
     assert not_worse({"macro_f1": 0.611, "top1_accuracy": 0.556}, active)
+
+
+def test_gold_moves_its_codes_centroid_towards_the_language_reviewers_see(codebook, example_vectors, embedder):
+    gold_texts = ["The authority and the clinical commissioning group now run one joint discharge team.",
+                  "A shared management structure with the neighbouring district has been in place since April.",
+                  "Councillors agreed to extend the pooled budget with the health trust for a further three years.",
+                  "Thanks, that's everything on my list for today."]
+    gold_codes = [("LA02",), ("LA02",), ("LA02",), ()]
+    data = training_set(codebook, example_vectors, embedder.encode(gold_texts), gold_codes,
+                        ["i1", "i2", "i3", "i4"], ["p1", "p2", "p3", "p4"])
+    unseen = embedder.encode(["Since last year the two councils have shared a single legal services team."])
+    la02 = list(data.code_ids).index("LA02")
+
+    def fitted(gold_weight):
+        return TrainedCoder(gold_weight=gold_weight).fit(data.X, data.Y, code_ids=data.code_ids,
+                                                         is_gold=data.is_gold, groups=data.groups,
+                                                         sample_weight=data.sample_weight)
+
+    without, with_gold = fitted(0.0), fitted(0.1)
+    assert with_gold.zero_shot_.score_codes(unseen)[0][0, la02] > without.zero_shot_.score_codes(unseen)[0][0, la02]
+    assert len(with_gold.zero_shot_.uncoded_prototypes_) == len(without.zero_shot_.uncoded_prototypes_) + 1
+    unreviewed = np.arange(len(data.code_ids)) != la02
+    np.testing.assert_array_equal(with_gold.zero_shot_.thresholds_[unreviewed],
+                                  without.zero_shot_.thresholds_[unreviewed])
+    with pytest.raises(ValueError, match="gold_weight must be between 0 and 10"):
+        TrainedCoder(gold_weight=-1).fit(data.X, data.Y, code_ids=data.code_ids, is_gold=data.is_gold)

@@ -28,9 +28,12 @@ TWO_CODES = Codebook("tiny", "v-test", (
 QUICK = TuningParams(epochs=3, batch_size=4, learning_rate=5e-5)
 
 
-def test_pairs_cover_every_include_note_and_example(codebook):
+def test_pairs_cover_every_include_note_restatement_and_example(codebook):
     pairs = codebook_pairs(codebook)
-    assert len(pairs) == sum(len(c.include) + len(c.examples) for c in codebook.codes)
+    assert len(pairs) == sum(len(c.include) + len(c.restatements) + len(c.examples) for c in codebook.codes)
+    assert all(c.restatements for c in codebook.codes)
+    first = codebook.codes[0]
+    assert (first.restatements[0], first.id) in pairs
     assert pairs[0] == (codebook.codes[0].include[0], codebook.codes[0].id)
     assert {code for _, code in pairs} == set(codebook.ids)
 
