@@ -17,8 +17,10 @@ left uncoded, and passages/s of encoding, for
 Coders: "landed" is the zero-shot coder as first shipped (base encoder,
 centroid of label + definition and examples, all weighted alike, uncoded
 examples as one centroid); "current" is what ``qcode run`` uses now (encoder
-tuned on the codebook, definition side weighted by DEFINITION_WEIGHT, include
-notes among the prototypes, the nearest three uncoded examples).
+tuned on the codebook, centroids of three sides: definition and include notes,
+restatements, examples, weighted by DEFINITION_WEIGHT and RESTATEMENT_WEIGHT;
+the nearest three uncoded examples). On the gold set the trained coder is
+also scored with each fold's training gold cut to 2 and 4 passages per code.
 """
 
 from __future__ import annotations
@@ -64,6 +66,24 @@ def current_prototypes(codebook):
     return texts, labels, prototype_weights(codebook), ZeroShotCoder()
 
 
+def thin_gold(data, folds, per_code: int, seed: int = 0):
+    """The same folds with each fold's training gold cut down, in a seeded random order, to the passages needed
+    until every code has ``per_code`` (a passage is kept while any of its codes has fewer)."""
+    rng = np.random.default_rng(seed)
+    thinned = []
+    for train, held in folds:
+        gold_train = train[data.is_gold[train]]
+        counts = np.zeros(data.Y.shape[1])
+        keep = []
+        for row in rng.permutation(gold_train):
+            codes = data.Y[row].astype(bool)
+            if codes.any() and (counts[codes] < per_code).any():
+                keep.append(row)
+                counts += codes
+        thinned.append((np.sort(np.r_[train[~data.is_gold[train]], keep]).astype(int), held))
+    return thinned
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="base sentence-transformers model [default: bundled MiniLM]")
@@ -104,14 +124,17 @@ def main() -> None:
             groups = [r.council for r in labelled] if set_name == "gold_set" else list(np.arange(len(labelled)) % 5)
             data = labelled_training_set(codebook, example_vectors, vectors, [r.codes for r in labelled],
                                          [str(g) for g in groups])
-            folds = gold_folds(data, 5)
-            scores, applied, held = cross_validated_predictions(TrainedCoder(min_positives=settings.min_gold_per_code),
-                                                                data, folds)
-            figures = evaluate_scores(data.Y[held], scores, applied, code_ids)
-            per_code = np.mean([data.Y[np.setdiff1d(np.flatnonzero(data.is_gold), h)].sum(axis=0).mean()
-                                for _, h in folds])
-            table.append((set_name, f"{coder_name} trained, 5-fold CV ({per_code:.1f} gold/code)", len(labelled),
-                          figures, None))
+            all_folds = gold_folds(data, 5)
+            fold_sets = [("", all_folds)]
+            if set_name == "gold_set":  # the learning test at the 2-4 gold passages per code a new round starts with
+                fold_sets += [(f", at most {n} per code", thin_gold(data, all_folds, n)) for n in (2, 4)]
+            for label, folds in fold_sets:
+                scores, applied, held = cross_validated_predictions(
+                    TrainedCoder(min_positives=settings.min_gold_per_code), data, folds)
+                figures = evaluate_scores(data.Y[held], scores, applied, code_ids)
+                per_code = np.mean([data.Y[train[data.is_gold[train]]].sum(axis=0).mean() for train, _ in folds])
+                table.append((set_name, f"{coder_name} trained, 5-fold CV{label} ({per_code:.1f} gold/code)",
+                              len(labelled), figures, None))
     print(f"# Coding quality, codebook {codebook.version}\n")
     print("| set | coder | passages | top-1 | top-3 | micro F1 | macro F1 | no-code kept empty | passages/s |")
     print("|---|---|---|---|---|---|---|---|---|")
