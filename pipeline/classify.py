@@ -13,7 +13,7 @@ import hashlib
 import json
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
 from pipeline.embed import EmbeddingCache, Embedder, embed_with_cache
@@ -393,8 +393,8 @@ class TrainedCoder(BaseEstimator):
         cross-validation (bench/quality.py's folds, 2026-12-02) heads alone
         lost 0.11 top-1 against zero-shot on real report prose at about 2
         gold per code; with gold prototypes at 0.1 they lose nothing there
-        and still gain on our gold set (+0.03 at 4 per code, +0.07 with all
-        of it). 0.25 and 0.5 did worse on every set.
+        and still gain on our gold set (+0.03 to +0.06 at 4 per code, +0.07
+        with all of it). 0.25 and 0.5 did worse on every set.
 
     Attributes
     ----------
@@ -438,7 +438,6 @@ class TrainedCoder(BaseEstimator):
         ids) keep the threshold cross-validation honest. ``sample_weight``
         (used on the example rows only) weighs the zero-shot prototypes.
         """
-        from sklearn.base import clone
         from sklearn.model_selection import GroupKFold
 
         if self.C <= 0 or self.evidence_scale < 0 or self.temperature <= 0:
@@ -456,15 +455,12 @@ class TrainedCoder(BaseEstimator):
         examples = ~is_gold
         if (Y[examples].sum(axis=1) > 1).any():
             raise ValueError("a codebook example row (is_gold False) may carry at most one code")
-        self.zero_shot_ = clone(self.zero_shot or ZeroShotCoder()).fit(
-            *self._prototypes(X, Y, code_ids, is_gold, sample_weight))
+        self.zero_shot_ = self._fit_zero_shot(X, Y, code_ids, is_gold, sample_weight, np.ones(len(X), bool))
         unreviewed = ~Y[is_gold].any(axis=0)
         if self.gold_weight > 0 and unreviewed.any():
             # A code no gold passage carries keeps the cut-off it had before training (gold passages of other
             # codes would otherwise count as its negatives in the calibration), so it behaves exactly as before.
-            codebook_only = clone(self.zero_shot or ZeroShotCoder()).fit(
-                *self._prototypes(X[examples], Y[examples], code_ids, is_gold[examples],
-                                  None if sample_weight is None else np.asarray(sample_weight)[examples]))
+            codebook_only = self._fit_zero_shot(X, Y, code_ids, is_gold, sample_weight, examples)
             self.zero_shot_.thresholds_ = np.where(unreviewed, codebook_only.thresholds_, self.zero_shot_.thresholds_)
         if list(self.zero_shot_.classes_) != code_ids:
             raise ValueError("every code id needs at least one codebook example row")
@@ -486,14 +482,18 @@ class TrainedCoder(BaseEstimator):
             for _, held in GroupKFold(n_splits=min(self.threshold_folds, n_groups)).split(gold_rows, groups=groups[gold_rows]):
                 keep = np.ones(len(X), bool)
                 keep[gold_rows[held]] = False
-                zero_shot = clone(self.zero_shot or ZeroShotCoder()).fit(
-                    *self._prototypes(X[keep], Y[keep], code_ids, is_gold[keep],
-                                      None if sample_weight is None else np.asarray(sample_weight)[keep]))
+                zero_shot = self._fit_zero_shot(X, Y, code_ids, is_gold, sample_weight, keep)
                 out_of_fold[held] = self._blend(X[gold_rows[held]], self._fit_heads(X[keep], Y[keep], is_gold[keep]),
                                                 zero_shot)
             for j in np.flatnonzero(self.weights_):
                 self.thresholds_[j] = _best_f1_threshold(out_of_fold[:, j], Y[gold_rows, j])
         return self
+
+    def _fit_zero_shot(self, X, Y, code_ids, is_gold, sample_weight, rows) -> ZeroShotCoder:
+        """The zero-shot part fitted on the selected ``rows`` (a boolean mask) of the training data."""
+        weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[rows]
+        return clone(self.zero_shot or ZeroShotCoder()).fit(
+            *self._prototypes(X[rows], Y[rows], code_ids, is_gold[rows], weight))
 
     def _prototypes(self, X, Y, code_ids, is_gold, sample_weight):
         """(vectors, labels, weights) for the zero-shot part: the codebook's prototypes, then each gold passage
