@@ -23,7 +23,7 @@ from pipeline.agreement import agreement_figures
 from pipeline.report import ExportResult, RememberExport, WrittenByQcode, write_export
 from pipeline.schemas import Codebook, CodedPassage, slugify
 from pipeline.store import Store
-from pipeline.summarise import council_summary, councils_by_code
+from pipeline.summarise import council_summary, councils_by_code, strongest_passages
 
 INDEX_PAGE = "index.html"
 COUNCIL_PAGE = "report.html"
@@ -210,12 +210,6 @@ def _codes_section(summary: list[dict], heading: str, chart: str) -> str:
     return f'<section id="codes"><h2>{esc(heading)}</h2>{_figure(svg, numbers)}</section>'
 
 
-def strongest_passages(passages: list[CodedPassage], code_id: str, limit: int = PASSAGES_PER_CODE) -> list[CodedPassage]:
-    """The passages coded ``code_id``: reviewed ones first, then by the model's score, strongest first."""
-    hits = [p for p in passages if code_id in p.codes]
-    return sorted(hits, key=lambda p: (p.gold is None, -p.scores.get(code_id, 0.0), p.passage_id))[:limit]
-
-
 def _passage(p: CodedPassage, code_id: str) -> str:
     if p.gold is not None:
         badge = '<span class="badge reviewed">reviewed</span>'
@@ -235,7 +229,7 @@ def _passages_section(passages: list[CodedPassage], summary: list[dict]) -> str:
             continue
         parts.append(f"<h3>{esc(area)}</h3>")
         for r in coded:
-            shown = strongest_passages(passages, r["code_id"])
+            shown = strongest_passages(passages, r["code_id"], PASSAGES_PER_CODE)
             parts.append(f'<article class="code" id="code-{esc(r["code_id"])}"><h4>{esc(r["code_id"])} '
                          f'{esc(r["label"])} <small>({r["passages"]} passages; the strongest {len(shown)})</small></h4>'
                          f'<ol>{"".join(_passage(p, r["code_id"]) for p in shown)}</ol></article>')

@@ -16,6 +16,29 @@ def _area_order(codebook: Codebook) -> dict[str, int]:
     return order
 
 
+def strongest_passages(passages: list[CodedPassage], code_id: str, limit: int) -> list[CodedPassage]:
+    """The passages coded ``code_id`` that best show it: reviewer-confirmed first, then those whose main code it
+    is, then by the model's score.
+
+    Ranking by score alone showed, as a code's strongest example, a passage
+    mainly about something else that the code also reached (a passage about
+    sceptical councillors under "bold, united leadership").
+
+    Examples
+    --------
+    >>> main = CodedPassage("p1", "X", "X-1", "a", scores={"LA01": 0.5, "BR08": 0.3}, applied=("LA01", "BR08"))
+    >>> side = CodedPassage("p2", "X", "X-1", "b", scores={"LA01": 0.6, "BR08": 0.7}, applied=("LA01", "BR08"))
+    >>> [p.passage_id for p in strongest_passages([side, main], "LA01", 2)]
+    ['p1', 'p2']
+    """
+    def rank(p: CodedPassage) -> tuple:
+        score = p.scores.get(code_id, 0.0)
+        is_main = all(score >= p.scores.get(other, 0.0) for other in p.codes)
+        return (p.gold is None, not is_main, -score, p.passage_id)
+
+    return sorted((p for p in passages if code_id in p.codes), key=rank)[:limit]
+
+
 def council_summary(passages: list[CodedPassage], codebook: Codebook) -> list[dict]:
     """One row per code for one council's passages, grouped by framework area.
 
@@ -36,14 +59,15 @@ def council_summary(passages: list[CodedPassage], codebook: Codebook) -> list[di
     areas = _area_order(codebook)
     rows = []
     for code in sorted(codebook.codes, key=lambda c: (areas[c.framework_area], c.id)):
-        hits = sorted(by_code.get(code.id, []), key=lambda p: -p.scores.get(code.id, 0.0))
+        hits = by_code.get(code.id, [])
+        examples = strongest_passages(hits, code.id, 2)
         rows.append({
             "code_id": code.id, "family": code.family, "label": code.label,
             "framework_area": code.framework_area, "passages": len(hits),
             "interviews": len({p.interview_id for p in hits}),
             "share_of_coded_passages": round(len(hits) / len(coded), 3) if coded else 0.0,
-            "example_1": hits[0].text if hits else "",
-            "example_2": hits[1].text if len(hits) > 1 else "",
+            "example_1": examples[0].text if examples else "",
+            "example_2": examples[1].text if len(examples) > 1 else "",
         })
     return rows
 

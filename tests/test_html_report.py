@@ -321,16 +321,6 @@ def test_every_value_is_escaped_and_nothing_points_outside_the_page():
     assert "&lt;b&gt;Why?&lt;/b&gt;" in council and "Vision &amp; &quot;values&quot;" in council
 
 
-def test_strongest_passages_put_reviewed_ones_first():
-    from pipeline.html_report import strongest_passages
-
-    model = CodedPassage("m", "C", "I", "model", scores={"LA01": 0.9}, applied=("LA01",))
-    weak = CodedPassage("w", "C", "I", "weak", scores={"LA01": 0.3}, applied=("LA01",))
-    gold = CodedPassage("g", "C", "I", "gold", scores={"LA01": 0.1}, applied=(), gold=("LA01",), reviewer="Ana")
-    overruled = CodedPassage("o", "C", "I", "overruled", scores={"LA01": 0.95}, applied=("LA01",), gold=())
-    assert [p.passage_id for p in strongest_passages([weak, model, overruled, gold], "LA01")] == ["g", "m", "w"]
-
-
 @needs_chromium
 def test_pages_in_a_real_browser(reviewed_world, browser, tmp_path):
     settings, hostile = reviewed_world

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.schemas import Code, Codebook, CodedPassage
-from pipeline.summarise import SUMMARY_COLUMNS, council_summary, councils_by_code
+from pipeline.summarise import SUMMARY_COLUMNS, council_summary, councils_by_code, strongest_passages
 
 # Codebook order interleaves two framework areas; summaries group them, areas in order of first appearance.
 BOOK = Codebook("test", "v1", (
@@ -101,3 +101,20 @@ def test_councils_by_code_of_nothing():
     header, rows = councils_by_code([], BOOK)
     assert header == ["council", "LA02", "BR01", "LA01", "BR02"]
     assert rows == [["councils with code", 0, 0, 0, 0]]
+
+
+def test_strongest_passages_put_reviewed_ones_first():
+    model = CodedPassage("m", "C", "I", "model", scores={"LA01": 0.9}, applied=("LA01",))
+    weak = CodedPassage("w", "C", "I", "weak", scores={"LA01": 0.3}, applied=("LA01",))
+    gold = CodedPassage("g", "C", "I", "gold", scores={"LA01": 0.1}, applied=(), gold=("LA01",), reviewer="Ana")
+    overruled = CodedPassage("o", "C", "I", "overruled", scores={"LA01": 0.95}, applied=("LA01",), gold=())
+    assert [p.passage_id for p in strongest_passages([weak, model, overruled, gold], "LA01", 3)] == ["g", "m", "w"]
+    assert [p.passage_id for p in strongest_passages([weak, model, overruled, gold], "LA01", 1)] == ["g"]
+
+
+def test_a_code_s_examples_are_passages_mainly_about_it_before_side_mentions():
+    # p2 reaches BR01 at 0.6 but is mainly LA01 (0.8); p5 is mainly BR01 at a lower BR01 score.
+    mainly_br01 = passage("p5", "I3", ["BR01"], {"BR01": 0.4, "LA01": 0.1})
+    rows = {r["code_id"]: r for r in council_summary(PASSAGES + [mainly_br01], BOOK)}
+    assert (rows["BR01"]["example_1"], rows["BR01"]["example_2"]) == ("text of p5", "text of p2")
+    assert (rows["LA01"]["example_1"], rows["LA01"]["example_2"]) == ("text of p2", "text of p3")
