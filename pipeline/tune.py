@@ -8,6 +8,10 @@ teaches the encoder what the codebook distinguishes. Measured by
 ``bench/quality.py``: real report prose top-1 0.35 -> 0.57 with the codebook
 coder, while our own development set stays above 0.70.
 
+``qcode train`` tunes that encoder further on reviewers' gold (``tune_on_gold``):
+the same loss, with gold passages as anchors and codebook pairs replayed.
+The result is kept with the trained model (``pipeline/learn_steps.py``).
+
 The tuned encoder is an artifact: ``models/encoders/<name>/`` holds the
 sentence-transformers folder and ``card.json`` / ``card.md`` (base model and
 its weights hash, codebook version, training data hash, settings, seed, the
@@ -85,7 +89,7 @@ def training_data_hash(codebook: Codebook) -> str:
 
 def fine_tune(model, codebook: Codebook, params: TuningParams = TuningParams(),
               progress: Callable[[int, int], None] | None = None) -> float:
-    """Tune a sentence-transformers ``model`` in place; returns the last batch's loss.
+    """Tune a sentence-transformers ``model`` in place on the codebook; returns the last batch's loss.
 
     Each batch holds anchors of several codes; every anchor is scored against
     the descriptions of the codes present in its batch and trained, with
@@ -93,11 +97,22 @@ def fine_tune(model, codebook: Codebook, params: TuningParams = TuningParams(),
     description as the shared positive, so same-code anchors are never
     negatives of each other).
     """
+    pairs = [(text, code_id, frozenset()) for text, code_id in codebook_pairs(codebook)]
+    return _contrastive_training(model, pairs, _descriptions(codebook), params, progress)
+
+
+def _descriptions(codebook: Codebook) -> dict[str, str]:
+    return {code.id: code_description(code) for code in codebook.codes}
+
+
+def _contrastive_training(model, pairs: list[tuple[str, str, frozenset]], descriptions: dict[str, str], params,
+                          progress: Callable[[int, int], None] | None) -> float:
+    """Pull each (anchor, code, the anchor's other codes) towards its code's description, away from the other
+    codes in its batch; an anchor's other codes are masked, since a passage with two codes is no negative of
+    either."""
     import torch
 
     torch.manual_seed(params.seed)
-    descriptions = {code.id: code_description(code) for code in codebook.codes}
-    pairs = codebook_pairs(codebook)
     order = random.Random(params.seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=params.learning_rate)
     steps = params.epochs * -(-len(pairs) // params.batch_size)
@@ -109,11 +124,13 @@ def fine_tune(model, codebook: Codebook, params: TuningParams = TuningParams(),
             order.shuffle(shuffled)
             for start in range(0, len(shuffled), params.batch_size):
                 batch = shuffled[start:start + params.batch_size]
-                codes = sorted({code_id for _, code_id in batch})
-                anchors = _embed(model, [text for text, _ in batch])
+                codes = sorted({code_id for _, code_id, _ in batch})
+                anchors = _embed(model, [text for text, _, _ in batch])
                 targets = _embed(model, [descriptions[c] for c in codes])
                 logits = params.scale * anchors @ targets.T
-                labels = torch.tensor([codes.index(code_id) for _, code_id in batch])
+                also = torch.tensor([[c in others for c in codes] for _, _, others in batch], dtype=torch.bool)
+                logits = logits.masked_fill(also, -1e4)
+                labels = torch.tensor([codes.index(code_id) for _, code_id, _ in batch])
                 batch_loss = torch.nn.functional.cross_entropy(logits, labels)
                 optimiser.zero_grad()
                 batch_loss.backward()
@@ -125,6 +142,64 @@ def fine_tune(model, codebook: Codebook, params: TuningParams = TuningParams(),
     finally:
         model.eval()
     return loss
+
+
+@dataclass(frozen=True)
+class GoldTuningParams:
+    """How ``qcode train`` tunes the codebook-tuned encoder further on reviewers' gold.
+
+    Every gold passage is paired with each of its codes; the pairs are repeated
+    until they about match ``replay`` codebook pairs drawn at random, which are
+    mixed in so the encoder keeps what the codebook taught it. Chosen on our
+    gold set by council and checked by cross-validation on real report prose
+    (README, "Learning from reviewers").
+    """
+
+    epochs: int = 2
+    replay: int = 300
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    scale: float = 20.0
+    seed: int = 0
+
+
+def gold_pairs(codebook: Codebook, texts: list[str], codes: list[tuple[str, ...]], params: GoldTuningParams
+               ) -> list[tuple[str, str, frozenset]]:
+    """The training pairs of a gold tuning: gold (repeated) and replayed codebook pairs.
+
+    A reviewed passage with no code has no description to be pulled towards;
+    it still teaches the heads (``TrainedCoder``) that it is a negative.
+
+    Examples
+    --------
+    >>> from pipeline.schemas import Code, Codebook
+    >>> code = Code("LA02", "leadership action", "Partnerships", "Working with others.", "x",
+    ...             examples=("We share a service with the county.",))
+    >>> book = Codebook("b", "v1", (code,), (), ())
+    >>> gold_pairs(book, ["We run leisure with the county.", "Hello."], [("LA02",), ()],
+    ...            GoldTuningParams(replay=1))
+    [('We run leisure with the county.', 'LA02', frozenset()), ('We share a service with the county.', 'LA02', frozenset())]
+    """
+    reviewed = [(text, code_id, frozenset(own) - {code_id}) for text, own in zip(texts, codes) for code_id in own]
+    if not reviewed:
+        return []
+    replayed = codebook_pairs(codebook)
+    replayed = random.Random(params.seed).sample(replayed, min(params.replay, len(replayed)))
+    repeat = max(1, round(len(replayed) / len(reviewed)))
+    return reviewed * repeat + [(text, code_id, frozenset()) for text, code_id in replayed]
+
+
+def tune_on_gold(model, codebook: Codebook, texts: list[str], codes: list[tuple[str, ...]],
+                 params: GoldTuningParams = GoldTuningParams(),
+                 progress: Callable[[int, int], None] | None = None):
+    """A copy of ``model`` tuned on gold passages (``texts`` with their reviewers' ``codes``); ``model`` is kept."""
+    import copy
+
+    tuned = copy.deepcopy(model)
+    pairs = gold_pairs(codebook, texts, codes, params)
+    if pairs:
+        _contrastive_training(tuned, pairs, _descriptions(codebook), params, progress)
+    return tuned
 
 
 def _embed(model, texts: list[str]):
@@ -174,8 +249,7 @@ def build_tuned_encoder(base_model, base_model_id: str, codebook: Codebook, enco
     """The tuned encoder's folder: reused when it is there and intact, otherwise trained now and saved.
 
     ``base_model`` is the loaded sentence-transformers model of ``base_model_id``;
-    it is deep-copied, never changed. The folder appears whole or not at all
-    (built aside, then renamed), so a killed build leaves nothing half-written.
+    it is deep-copied, never changed.
     """
     import copy
 
@@ -188,19 +262,26 @@ def build_tuned_encoder(base_model, base_model_id: str, codebook: Codebook, enco
     started = time.perf_counter()
     model = copy.deepcopy(base_model)
     last_loss = fine_tune(model, codebook, params, progress)
+    card = {
+        "kind": "tuned encoder", "base_model_id": base_model_id, "codebook": codebook.name,
+        "codebook_version": codebook.version, "training_data_hash": training_data_hash(codebook),
+        "training_pairs": len(codebook_pairs(codebook)), "params": asdict(params), "last_batch_loss": last_loss,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return save_encoder(model, folder, card, _card_markdown)
+
+
+def save_encoder(model, folder: Path, card: dict, markdown: Callable[[dict], str]) -> Path:
+    """Save a tuned encoder with its card (the weights' sha256 and build time added); the folder appears whole
+    or not at all (built aside, then renamed), so a killed build leaves nothing half-written."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         model.save(str(staging))
-        card = {
-            "kind": "tuned encoder", "base_model_id": base_model_id, "codebook": codebook.name,
-            "codebook_version": codebook.version, "training_data_hash": training_data_hash(codebook),
-            "training_pairs": len(codebook_pairs(codebook)), "params": asdict(params), "last_batch_loss": last_loss,
-            "seconds": round(time.perf_counter() - started, 1), "weights_sha256": weights_hash(staging),
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        card = {**card, "weights_sha256": weights_hash(staging),
+                "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         (staging / CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
-        (staging / "card.md").write_text(_card_markdown(card), encoding="utf-8")
+        (staging / "card.md").write_text(markdown(card), encoding="utf-8")
         try:
             staging.rename(folder)
         except OSError:  # another process finished the same build first: keep that one
