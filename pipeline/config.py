@@ -36,6 +36,7 @@ _ENVIRONMENT = {
     "anonymisation_policy": "QCODE_ANONYMISATION",
     "models_dir": "QCODE_MODELS",
     "tune_encoder": "QCODE_TUNE_ENCODER",
+    "tune_encoder_on_gold": "QCODE_TUNE_ENCODER_ON_GOLD",
     "encoders_dir": "QCODE_ENCODERS",
 }
 
@@ -65,6 +66,8 @@ class Settings:
     min_gold_per_code: int = 3
     tune_encoder: bool = True
     """Code with the base model fine-tuned on the codebook (built once per codebook version, see pipeline/tune.py)."""
+    tune_encoder_on_gold: bool = True
+    """``qcode train`` tunes the encoder on reviewers' gold as well as the heads (see pipeline/tune.py)."""
     encoders_dir: Path | None = None
     """Where tuned encoders are kept [default: models_dir/encoders]."""
 
@@ -87,11 +90,12 @@ class Settings:
         for name in ("db_path", "out_dir", "codebook_path", "models_dir", "encoders_dir"):
             if name in values:
                 values[name] = Path(values[name])
-        if isinstance(values.get("tune_encoder"), str):
-            flag = values["tune_encoder"].strip().lower()
-            if flag not in ("1", "0", "true", "false", "yes", "no"):
-                raise ConfigError(f"QCODE_TUNE_ENCODER must be true or false, not {values['tune_encoder']!r}")
-            values["tune_encoder"] = flag in ("1", "true", "yes")
+        for name in ("tune_encoder", "tune_encoder_on_gold"):
+            if isinstance(values.get(name), str):
+                flag = values[name].strip().lower()
+                if flag not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ConfigError(f"{_ENVIRONMENT[name]} must be true or false, not {values[name]!r}")
+                values[name] = flag in ("1", "true", "yes")
         settings = replace(cls(), **values)
         settings.validate()
         return settings
@@ -143,7 +147,7 @@ class NightlyConfig:
 
 _CONFIG_KEYS = {
     "qcode": {"database": str, "reports": str, "models": str, "model": str, "codebook": str, "anonymisation": str,
-              "tune_encoder": bool},
+              "tune_encoder": bool, "tune_encoder_on_gold": bool},
     "nightly": {"rounds": list, "inbox": str, "schedule": str, "timezone": str, "retrain": bool,
                 "lock_wait_seconds": (int, float)},
     "dask": {"address": str},
@@ -217,7 +221,7 @@ def load_config(path: Path | str) -> NightlyConfig:
             models_dir=base / qcode.get("models", "models"),
             codebook_path=base / qcode["codebook"] if "codebook" in qcode else None,
             model_name=qcode.get("model"), anonymisation_policy=qcode.get("anonymisation"),
-            tune_encoder=qcode.get("tune_encoder"))
+            tune_encoder=qcode.get("tune_encoder"), tune_encoder_on_gold=qcode.get("tune_encoder_on_gold"))
     except ConfigError as exc:
         problems.append(f"[qcode] {exc}")
     if problems:

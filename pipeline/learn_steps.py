@@ -5,24 +5,28 @@ Plain functions over ``pipeline/`` stages, I/O at the edges, as in ``pipeline/st
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import clone
+from tqdm import tqdm
 
 from pipeline import themes as themes_module
 from pipeline.classify import TrainedCoder, ZeroShotCoder, codebook_vectors, fit_zero_shot_coder
 from pipeline.codebook import load_codebook
 from pipeline.config import Settings
-from pipeline.embed import embed_with_cache
+from pipeline.embed import embed_with_cache, load_embedder
 from pipeline.errors import QcodeError
 from pipeline.evaluate import read_labelled_csv
 from pipeline.schemas import Codebook
 from pipeline.store import Store
-from pipeline.steps import (code_passages, coding_encoder, current_coder, load_coded_passages, new_run_id, open_codebook,
-                            write_round_reports)
-from pipeline.train import (TrainingSet, cv_metrics, gold_folds, gold_hash, held_out_evaluation,
+from pipeline.steps import (active_coder, code_passages, coding_encoder, load_coded_passages, new_run_id,
+                            open_codebook, write_round_reports)
+from pipeline.train import (CARD_JSON, TrainingSet, cv_metrics, gold_folds, gold_hash, held_out_evaluation,
                             labelled_training_set, model_card, model_version, not_worse, save_model, training_set)
+from pipeline.tune import GoldTuningParams, save_encoder, tune_on_gold
 
 
 def gold_training_set(store: Store, codebook: Codebook, embedder) -> TrainingSet:
@@ -32,12 +36,47 @@ def gold_training_set(store: Store, codebook: Codebook, embedder) -> TrainingSet
     example_vectors = codebook_vectors(codebook, embedder, store)
     gold_vectors, _ = embed_with_cache([g["text"] for g in gold], embedder, store)
     return training_set(codebook, example_vectors, gold_vectors, [tuple(g["codes"]) for g in gold],
-                        [g["transcript_key"] for g in gold], [g["passage_id"] for g in gold])
+                        [g["transcript_key"] for g in gold], [g["passage_id"] for g in gold],
+                        [g["text"] for g in gold])
 
 
-def train_model(settings: Settings, *, force: bool = False, run_id: str | None = None, **params) -> dict:
+def fold_encoder(embedder, codebook: Codebook, data: TrainingSet, params: GoldTuningParams):
+    """``reencode(train_rows)`` for cross-validation: every row's vector from a copy of ``embedder`` tuned on the
+    gold among ``train_rows`` only; each fold is tuned once, however many coders are compared on it."""
+    tuned: dict[bytes, np.ndarray] = {}
+
+    def reencode(train_rows: np.ndarray) -> np.ndarray:
+        key = np.asarray(train_rows).tobytes()
+        if key not in tuned:
+            gold = [r for r in train_rows if data.is_gold[r]]
+            model = _tuned_on(embedder, codebook, data, gold, params, f"tune on gold, fold {len(tuned) + 1}")
+            tuned[key] = _encode(model, data.texts, embedder.batch_size)
+        return tuned[key]
+    return reencode
+
+
+def _tuned_on(embedder, codebook: Codebook, data: TrainingSet, rows, params: GoldTuningParams, label: str):
+    gold_codes = [tuple(c for c, on in zip(data.code_ids, data.Y[r]) if on) for r in rows]
+    with tqdm(desc=label, unit="batch", disable=None) as bar:
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        return tune_on_gold(embedder.model, codebook, [data.texts[r] for r in rows], gold_codes, params, advance)
+
+
+def _encode(model, texts, batch_size: int) -> np.ndarray:
+    return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                        convert_to_numpy=True).astype(np.float32, copy=False)
+
+
+def train_model(settings: Settings, *, force: bool = False, run_id: str | None = None,
+                encoder_tuning: GoldTuningParams | None = None, **params) -> dict:
     """Train on gold, compare with the active coder on the same folds, promote if not worse, then recode.
 
+    With ``Settings.tune_encoder_on_gold`` (the default) the encoder is tuned
+    on gold as well as the heads: in cross-validation on each fold's training
+    gold only, and, once promoted, on all of it; the model's encoder is kept
+    in its folder and codes from then on. ``encoder_tuning`` overrides how.
     ``params`` override TrainedCoder's defaults (e.g. ``C``, ``evidence_scale``).
     """
     with Store(settings.db_path) as store:
@@ -45,29 +84,78 @@ def train_model(settings: Settings, *, force: bool = False, run_id: str | None =
         embedder = coding_encoder(settings, codebook)
         data = gold_training_set(store, codebook, embedder)
         folds = gold_folds(data)
-        active, active_id = current_coder(store, codebook, embedder)
-        candidate = TrainedCoder(**{"min_positives": settings.min_gold_per_code, **params})
-        candidate_cv = cv_metrics(candidate, data, folds)
-        active_cv = cv_metrics(active if isinstance(active, ZeroShotCoder) else clone(active), data, folds)
-        promoted = force or not_worse(candidate_cv, active_cv)
-        coder = candidate.fit(data.X, data.Y, code_ids=data.code_ids, is_gold=data.is_gold, groups=data.groups,
-                              sample_weight=data.sample_weight)
-        version = model_version(data)
-        card = model_card(version=version, coder=coder, data=data, embedding_model_id=embedder.model_id,
-                          codebook_version=codebook.version, candidate=candidate_cv, active=active_cv,
-                          active_id=active_id, promoted=promoted, forced=force, min_positives=settings.min_gold_per_code)
-        card["cross_validation"]["folds"] = len(folds)
-        folder = save_model(settings.models_dir, version, coder, card)
-        store.register_coder(f"trained:{version}", "trained", embedder.model_id, codebook.version, card["thresholds"],
+        active, active_id, _ = active_coder(settings, store, codebook)
+        active_card = store_model_card(store)
+    tuning = encoder_tuning or (GoldTuningParams() if settings.tune_encoder_on_gold else None)
+    reencode = fold_encoder(embedder, codebook, data, tuning) if tuning and tuning.epochs else None
+    candidate = TrainedCoder(**{"min_positives": settings.min_gold_per_code, **params})
+    candidate_cv = cv_metrics(candidate, data, folds, reencode)
+    if isinstance(active, ZeroShotCoder):
+        active_cv = cv_metrics(active, data, folds)
+    else:  # the active model's recipe refitted on the same folds, its encoder tuned per fold if it was tuned
+        active_tuning = GoldTuningParams(**active_card["encoder"]["params"]) if active_card.get("encoder") else None
+        active_reencode = (reencode if reencode and active_tuning == tuning else
+                           fold_encoder(embedder, codebook, data, active_tuning) if active_tuning else None)
+        active_cv = cv_metrics(clone(active), data, folds, active_reencode)
+    promoted = force or not_worse(candidate_cv, active_cv)
+    version = model_version(data)
+    folder = settings.models_dir / version
+    coding, X, encoder = embedder, data.X, None
+    if reencode and promoted:
+        gold_rows = np.flatnonzero(data.is_gold)
+        model = _tuned_on(embedder, codebook, data, gold_rows, tuning, "tune on all gold")
+        name = f"gold-encoder-{version}"
+        save_encoder(model, folder / name, {
+            "kind": "gold-tuned encoder", "base_model_id": embedder.model_id, "codebook": codebook.name,
+            "codebook_version": codebook.version, "training_data_hash": data.data_hash,
+            "gold_passages": len(gold_rows), "params": asdict(tuning),
+            "cross_validation": {k: candidate_cv[k] for k in ("macro_f1", "micro_f1", "top1_accuracy")}},
+            _encoder_card_markdown)
+        coding = load_embedder(str((folder / name).resolve()), settings.embed_batch_size)
+        X = _encode(model, data.texts, settings.embed_batch_size)
+        encoder = {"folder": name, "params": asdict(tuning)}
+    coder = candidate.fit(X, data.Y, code_ids=data.code_ids, is_gold=data.is_gold, groups=data.groups,
+                          sample_weight=data.sample_weight)
+    card = model_card(version=version, coder=coder, data=data, embedding_model_id=coding.model_id,
+                      base_model_id=embedder.model_id, encoder=encoder,
+                      codebook_version=codebook.version, candidate=candidate_cv, active=active_cv,
+                      active_id=active_id, promoted=promoted, forced=force, min_positives=settings.min_gold_per_code)
+    card["cross_validation"]["folds"] = len(folds)
+    card["cross_validation"]["encoder_tuned_per_fold"] = bool(reencode)
+    save_model(settings.models_dir, version, coder, card)
+    with Store(settings.db_path) as store:
+        store.register_coder(f"trained:{version}", "trained", coding.model_id, codebook.version, card["thresholds"],
                              artifact=str(folder.resolve()), activate=promoted)
         store.set_state("trained_gold", data.data_hash)
     result = {"version": version, "folder": str(folder), "promoted": promoted, "verdict": card["verdict"],
-              "fallback_codes": card["zero_shot_fallback_codes"], "gold_passages": card["gold_passages"]}
+              "fallback_codes": card["zero_shot_fallback_codes"], "gold_passages": card["gold_passages"],
+              "encoder_tuned": encoder is not None}
     if promoted:
         run_id = run_id or new_run_id()
         result["recode"] = code_passages(settings, run_id)
         write_round_reports(settings, run_id)
     return result
+
+
+def store_model_card(store: Store) -> dict:
+    """The active trained model's card, or {} when the zero-shot coder is active."""
+    record = store.active_coder_record()
+    if not record or record["kind"] != "trained":
+        return {}
+    return json.loads((Path(record["artifact"]) / CARD_JSON).read_text(encoding="utf-8"))
+
+
+def _encoder_card_markdown(card: dict) -> str:
+    params = ", ".join(f"{k} {v}" for k, v in card["params"].items())
+    cv = card["cross_validation"]
+    return (f"# Gold-tuned encoder for codebook {card['codebook']} {card['codebook_version']}\n\n"
+            f"- base model: {card['base_model_id']} (the encoder tuned on the codebook)\n"
+            f"- training data: {card['gold_passages']} reviewed passages, each paired with its codes' label and "
+            f"definition, and replayed codebook pairs (gold hash {card['training_data_hash']})\n"
+            f"- settings: {params}\n"
+            f"- cross-validated with the encoder tuned per fold (by interview): macro F1 {cv['macro_f1']:.3f}, "
+            f"micro F1 {cv['micro_f1']:.3f}, top-1 {cv['top1_accuracy']:.3f}\n"
+            f"- built {card['built_at']}; weights sha256 {card['weights_sha256']}\n")
 
 
 def evaluate_model(settings: Settings, *, labelled: Path | None = None, train_file: Path | None = None,

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -158,8 +159,8 @@ def _quarantine(report: IngestReport, transcript: Transcript, reason: str) -> No
 
 def embed_passages(settings: Settings) -> dict:
     """Embed the active passages whose text has no cached embedding yet, in chunks; returns counts."""
-    embedder = coding_encoder(settings)
     with Store(settings.db_path) as store:
+        embedder = active_coder(settings, store, open_codebook(settings, store)).embedder
         missing = store.texts_without_embedding(embedder.model_id)
         for start in tqdm(range(0, len(missing), EMBED_CHUNK), desc="embed", unit="chunk", disable=None):
             chunk = missing[start:start + EMBED_CHUNK]
@@ -204,28 +205,49 @@ def open_codebook(settings: Settings, store: Store) -> Codebook:
     return codebook
 
 
-def current_coder(store: Store, codebook: Codebook, embedder) -> tuple:
-    """The active trained model if it fits this codebook and embedding model, else the zero-shot coder."""
+class ActiveCoder(NamedTuple):
+    coder: object
+    coder_id: str
+    embedder: object
+    """The encoder whose vectors the coder reads: the one its model was trained with."""
+
+
+def active_coder(settings: Settings, store: Store, codebook: Codebook) -> ActiveCoder:
+    """The active trained model, with the encoder it was trained with, if it fits this codebook and base encoder;
+    else the zero-shot coder on ``coding_encoder``."""
+    embedder = coding_encoder(settings, codebook)
     record = store.active_coder_record()
     if record and record["kind"] == "trained":
         try:
-            coder, _ = load_model(Path(record["artifact"]), embedding_model_id=embedder.model_id,
-                                  codebook_version=codebook.version)
-            return coder, record["coder_id"]
+            coder, card = load_model(Path(record["artifact"]), embedding_model_id=embedder.model_id,
+                                     codebook_version=codebook.version)
+            return ActiveCoder(coder, record["coder_id"], model_encoder(Path(record["artifact"]), card, embedder,
+                                                                        settings.embed_batch_size))
         except (ModelMismatchError, OSError) as exc:
             log.warning("the active model cannot be used (%s); coding with the zero-shot coder", exc)
     coder, coder_id = fit_zero_shot_coder(codebook, embedder, store)
     store.register_coder(coder_id, "zero-shot", embedder.model_id, codebook.version,
                          dict(zip(coder.classes_, map(float, coder.thresholds_))))
-    return coder, coder_id
+    return ActiveCoder(coder, coder_id, embedder)
+
+
+def model_encoder(folder: Path, card: dict, base, batch_size: int):
+    """The encoder a trained model reads: its own gold-tuned one, checked against its card, or ``base``."""
+    encoder = card.get("encoder")
+    if not encoder:
+        return base
+    embedder = load_embedder(str((folder / encoder["folder"]).resolve()), batch_size)
+    if embedder.model_id != card["embedding_model_id"]:
+        raise ModelMismatchError(f"the encoder in {folder / encoder['folder']} is not the one model {card['version']} "
+                                 f"was trained with (weights changed); run 'qcode train' again")
+    return embedder
 
 
 def code_passages(settings: Settings, run_id: str) -> dict:
     """Code every active passage not yet coded by the current coder and codebook version."""
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
-        embedder = coding_encoder(settings, codebook)
-        coder, coder_id = current_coder(store, codebook, embedder)
+        coder, coder_id, embedder = active_coder(settings, store, codebook)
         pending = store.uncoded_passages(coder_id, codebook.version)
         applied = 0
         for start in range(0, len(pending), EMBED_CHUNK):
@@ -320,7 +342,7 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
         last = store.get_state(state_key)
         if last and last["state"] == state and all(Path(p).exists() for p in last["files"]):
             return [ExportResult(Path(p), sha, UNCHANGED) for p, sha in last["files"].items()]
-        embedder = coding_encoder(settings, codebook)
+        embedder = active_coder(settings, store, codebook).embedder
         passages = explain_suggestions(load_coded_passages(store), codebook, embedder, store)
         def remember(path: Path, sha: str) -> None:
             store.record_export(path, sha, run_id)
@@ -382,8 +404,8 @@ def ingest_report_dict(report: IngestReport) -> dict:
 def pending_embeddings(settings: Settings) -> tuple[str, str, list[tuple[str, str]]]:
     """(encoder to load, its model id, [(text hash, text)] still to embed); reads only, so workers elsewhere
     can do the encoding."""
-    embedder = coding_encoder(settings)
     with Store(settings.db_path) as store:
+        embedder = active_coder(settings, store, open_codebook(settings, store)).embedder
         return embedder.model_name, embedder.model_id, store.texts_without_embedding(embedder.model_id)
 
 
@@ -407,8 +429,7 @@ def prepare_coding(settings: Settings) -> dict:
     """The coder and the passages it still has to code, with their cached vectors, for batch scoring."""
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
-        embedder = coding_encoder(settings, codebook)
-        coder, coder_id = current_coder(store, codebook, embedder)
+        coder, coder_id, embedder = active_coder(settings, store, codebook)
         pending = store.uncoded_passages(coder_id, codebook.version)
         vectors, _ = embed_with_cache([text for _, text in pending], embedder, store)
     return {"coder": coder, "coder_id": coder_id, "codebook_version": codebook.version,

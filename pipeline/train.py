@@ -44,6 +44,8 @@ class TrainingSet:
     data_hash: str
     sample_weight: np.ndarray
     """Each codebook row's prototype weight (``prototype_weights``); 1 for gold rows."""
+    texts: tuple[str, ...] = ()
+    """Each row's text, so a fold can be encoded again by an encoder tuned on its training gold."""
 
     @property
     def gold_counts(self) -> dict[str, int]:
@@ -51,7 +53,8 @@ class TrainingSet:
 
 
 def training_set(codebook: Codebook, example_vectors: np.ndarray, gold_vectors: np.ndarray,
-                 gold_codes: list[tuple[str, ...]], gold_groups: list[str], gold_ids: list[str]) -> TrainingSet:
+                 gold_codes: list[tuple[str, ...]], gold_groups: list[str], gold_ids: list[str],
+                 gold_texts: list[str] = ()) -> TrainingSet:
     """Stack the codebook's examples (never evidence, always in training) and gold (a reviewed passage with
     no code is a negative for every code)."""
     texts, labels = codebook_training_set(codebook)
@@ -64,7 +67,8 @@ def training_set(codebook: Codebook, example_vectors: np.ndarray, gold_vectors: 
     is_gold = np.r_[np.zeros(len(example_vectors), bool), np.ones(len(gold_vectors), bool)]
     groups = np.array([CODEBOOK_GROUP] * len(example_vectors) + list(gold_groups), dtype=object)
     weights = np.r_[prototype_weights(codebook), np.ones(len(gold_vectors))]
-    return TrainingSet(X, Y, is_gold, groups, code_ids, gold_hash(codebook.version, gold_ids, gold_codes), weights)
+    return TrainingSet(X, Y, is_gold, groups, code_ids, gold_hash(codebook.version, gold_ids, gold_codes), weights,
+                       tuple(texts) + tuple(gold_texts) if len(gold_texts) else ())
 
 
 def gold_hash(codebook_version: str, gold_ids, gold_codes) -> str:
@@ -90,30 +94,37 @@ def gold_folds(data: TrainingSet, n_splits: int = 5) -> list[tuple[np.ndarray, n
     return folds
 
 
-def cross_validated_predictions(coder, data: TrainingSet, folds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cross_validated_predictions(coder, data: TrainingSet, folds, reencode=None
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Out-of-fold (scores, applied, held-out rows) of a coder configuration; a ZeroShotCoder is not refitted
-    because it learns nothing from gold."""
+    because it learns nothing from gold.
+
+    ``reencode(train_rows)``, when given, returns every row's vector from an
+    encoder tuned on those training rows' gold only, so the held-out gold
+    never shapes the encoder that codes it.
+    """
     held_rows = np.concatenate([held for _, held in folds])
     scores = np.zeros((len(held_rows), len(data.code_ids)))
     applied = np.zeros((len(held_rows), len(data.code_ids)), dtype=np.int8)
     at = 0
     for train, held in folds:
+        X = reencode(train) if reencode else data.X
         if isinstance(coder, ZeroShotCoder):
             model = coder
         else:
-            model = clone(coder).fit(data.X[train], data.Y[train], code_ids=data.code_ids,
+            model = clone(coder).fit(X[train], data.Y[train], code_ids=data.code_ids,
                                      is_gold=data.is_gold[train], groups=data.groups[train],
                                      sample_weight=data.sample_weight[train])
-        s, uncoded = model.score_codes(data.X[held])
+        s, uncoded = model.score_codes(X[held])
         scores[at:at + len(held)] = s
         applied[at:at + len(held)] = model.apply_thresholds(s, uncoded)
         at += len(held)
     return scores, applied, held_rows
 
 
-def cv_metrics(coder, data: TrainingSet, folds) -> dict:
+def cv_metrics(coder, data: TrainingSet, folds, reencode=None) -> dict:
     """Macro and micro F1, top-1 accuracy and per-code figures of a coder configuration on the given folds."""
-    scores, applied, held = cross_validated_predictions(coder, data, folds)
+    scores, applied, held = cross_validated_predictions(coder, data, folds, reencode)
     report = multilabel_f1(data.Y[held], applied, data.code_ids)
     return {"macro_f1": report.macro_f1, "micro_f1": report.micro_f1,
             "top1_accuracy": top_k_accuracy(data.Y[held], scores, 1), "per_code": report.per_code,
@@ -144,7 +155,10 @@ def model_version(data: TrainingSet, now: datetime | None = None) -> str:
 
 def model_card(*, version: str, coder: TrainedCoder, data: TrainingSet, embedding_model_id: str,
                codebook_version: str, candidate: dict, active: dict, active_id: str, promoted: bool,
-               forced: bool, min_positives: int) -> dict:
+               forced: bool, min_positives: int, base_model_id: str | None = None, encoder: dict | None = None) -> dict:
+    """The model's card. ``embedding_model_id`` is the encoder the model reads; ``base_model_id`` the encoder
+    qcode codes with before any training, which a gold-tuned ``encoder`` (its folder, settings, figures) was
+    tuned from."""
     fallback = [c for c, n in data.gold_counts.items() if n < min_positives]
     margin = candidate["macro_f1"] - active["macro_f1"]
     verdict = (f"{'promoted' if promoted else 'not promoted'}: cross-validated macro F1 {candidate['macro_f1']:.3f} "
@@ -155,7 +169,8 @@ def model_card(*, version: str, coder: TrainedCoder, data: TrainingSet, embeddin
         "version": version, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "kind": "trained", "estimator": "TrainedCoder (per-code logistic regression blended with zero-shot)",
         "params": {k: v for k, v in coder.get_params(deep=True).items() if k != "zero_shot"},
-        "embedding_model_id": embedding_model_id, "codebook_version": codebook_version,
+        "embedding_model_id": embedding_model_id, "base_model_id": base_model_id or embedding_model_id,
+        "encoder": encoder, "codebook_version": codebook_version,
         "training_data_hash": data.data_hash, "gold_passages": int(data.is_gold.sum()),
         "codebook_examples": int((~data.is_gold).sum()), "gold_positives_per_code": data.gold_counts,
         "zero_shot_fallback_codes": fallback, "thresholds": dict(zip(data.code_ids, map(float, coder.thresholds_))),
@@ -170,7 +185,9 @@ def card_markdown(card: dict) -> str:
     lines = [
         f"# qcode model {card['version']}", "",
         f"- created: {card['created_at']}",
-        f"- embedding model: `{card['embedding_model_id']}`",
+        f"- embedding model: `{card['embedding_model_id']}`"
+        + (f", tuned on this model's gold from `{card['base_model_id']}` (`{card['encoder']['folder']}/`)"
+           if card.get("encoder") else ""),
         f"- codebook version: `{card['codebook_version']}`",
         f"- training data: {card['gold_passages']} reviewed passages + {card['codebook_examples']} codebook examples "
         f"(hash `{card['training_data_hash']}`)",
@@ -178,7 +195,10 @@ def card_markdown(card: dict) -> str:
         f"{', '.join(card['zero_shot_fallback_codes']) or 'none'}",
         f"- **{card['verdict']}**", "",
         f"Cross-validated on {cv['candidate']['held_out_passages']} held-out gold passages ({cv['split']}, "
-        f"{cv['folds']} folds), the same folds for both coders.", "",
+        f"{cv['folds']} folds), the same folds for both coders"
+        + (", the encoder tuned on each fold's training gold only" if cv.get("encoder_tuned_per_fold") else "") + "."
+        + (" Not promoted, so the encoder was not tuned on all gold: this folder holds the heads only."
+           if cv.get("encoder_tuned_per_fold") and not card.get("encoder") else ""), "",
         "| code | gold positives | F1 (this model) | F1 (active) |", "|---|---|---|---|",
     ]
     for code, n in card["gold_positives_per_code"].items():
@@ -192,8 +212,10 @@ def card_markdown(card: dict) -> str:
 def save_model(models_dir: Path, version: str, coder: TrainedCoder, card: dict) -> Path:
     import joblib
 
-    folder = Path(models_dir) / version
-    folder.mkdir(parents=True, exist_ok=False)
+    folder = Path(models_dir) / version  # may hold the model's gold-tuned encoder already
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / ARTIFACT).exists():
+        raise FileExistsError(folder / ARTIFACT)
     joblib.dump(coder, folder / ARTIFACT)
     (folder / CARD_JSON).write_text(json.dumps(card, indent=2), encoding="utf-8")
     (folder / CARD_MD).write_text(card_markdown(card), encoding="utf-8")
@@ -201,7 +223,10 @@ def save_model(models_dir: Path, version: str, coder: TrainedCoder, card: dict) 
 
 
 def load_model(folder: Path, *, embedding_model_id: str, codebook_version: str) -> tuple[TrainedCoder, dict]:
-    """Load a model, refusing one trained for another embedding model or codebook version."""
+    """Load a model, refusing one trained for another base encoder or codebook version.
+
+    ``embedding_model_id`` is the encoder qcode codes with before training (a
+    gold-tuned model's encoder was tuned from it)."""
     import joblib
 
     folder = Path(folder)
@@ -209,9 +234,10 @@ def load_model(folder: Path, *, embedding_model_id: str, codebook_version: str) 
         card = json.loads((folder / CARD_JSON).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelMismatchError(f"{folder} has no {CARD_JSON}; it is not a qcode model folder") from None
-    if card["embedding_model_id"] != embedding_model_id:
+    trained_from = card.get("base_model_id", card["embedding_model_id"])
+    if trained_from != embedding_model_id:
         raise ModelMismatchError(
-            f"model {card['version']} was trained on embeddings from {card['embedding_model_id']}, but qcode is using "
+            f"model {card['version']} was trained on embeddings from {trained_from}, but qcode is using "
             f"{embedding_model_id}; run 'qcode train' to train one for this embedding model")
     if card["codebook_version"] != codebook_version:
         raise ModelMismatchError(
@@ -221,9 +247,10 @@ def load_model(folder: Path, *, embedding_model_id: str, codebook_version: str) 
 
 
 def labelled_training_set(codebook: Codebook, example_vectors: np.ndarray, vectors: np.ndarray,
-                          codes: list[tuple[str, ...]], groups: list[str]) -> TrainingSet:
+                          codes: list[tuple[str, ...]], groups: list[str], texts: list[str] = ()) -> TrainingSet:
     """A TrainingSet from a labelled file instead of database gold (ids are row numbers)."""
-    return training_set(codebook, example_vectors, vectors, codes, groups, [f"row{i}" for i in range(len(codes))])
+    return training_set(codebook, example_vectors, vectors, codes, groups, [f"row{i}" for i in range(len(codes))],
+                        texts)
 
 
 def held_out_evaluation(data: TrainingSet, folds, *, fractions=(0.1, 0.25, 0.5, 1.0), min_positives: int = 3,

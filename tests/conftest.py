@@ -150,7 +150,9 @@ def gold_world(gold_template, tmp_path) -> Settings:
     """Settings on a private copy of the reviewed gold round."""
     shutil.copytree(gold_template / "reports", tmp_path / "reports")
     shutil.copy(gold_template / "q.duckdb", tmp_path / "q.duckdb")
-    return Settings.load(db_path=tmp_path / "q.duckdb", out_dir=tmp_path / "reports", models_dir=tmp_path / "models")
+    # Tuning the encoder on 340 gold passages takes minutes per fold; test_train tunes on a few, as a new round has.
+    return Settings.load(db_path=tmp_path / "q.duckdb", out_dir=tmp_path / "reports", models_dir=tmp_path / "models",
+                         tune_encoder_on_gold=False)
 
 
 @pytest.fixture(scope="session")

@@ -141,8 +141,9 @@ def test_agreement_without_reviews_says_what_to_do(coded_world):
 
 
 def test_train_command_prints_the_verdict_and_writes_a_model_card(gold_world):
+    # --heads-only: tuning the encoder on all 340 gold passages would take minutes (test_train tunes it on a few)
     result = CliRunner().invoke(main, ["train", "--db", str(gold_world.db_path), "--models", str(gold_world.models_dir),
-                                       "--out", str(gold_world.out_dir)])
+                                       "--out", str(gold_world.out_dir), "--heads-only"])
     assert result.exit_code == 0, result.output
     last = result.output.strip().splitlines()[-1]
     assert re.match(r"model \d{8}T\d{6}-\w{6} from \d+ reviewed passages promoted: cross-validated macro F1 "

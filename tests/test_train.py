@@ -136,6 +136,61 @@ def test_a_worse_retrain_is_not_promoted_unless_forced(gold_world):
     assert forced["promoted"] is True and "promoted by --force" in forced["verdict"]
 
 
+def test_training_tunes_the_encoder_on_gold_and_codes_with_it(gold_world, caplog):
+    from pipeline.tune import GoldTuningParams, code_description, usable
+
+    # Reviewers have coded two interviews so far: two folds, so the encoder is tuned three times.
+    kept = [key for (key,) in query(gold_world, "SELECT DISTINCT transcript_key FROM passages ORDER BY 1 LIMIT 2")]
+    with duckdb.connect(str(gold_world.db_path)) as con:
+        con.execute("DELETE FROM review_decisions WHERE passage_id IN (SELECT passage_id FROM passages "
+                    "WHERE transcript_key NOT IN (?, ?))", kept)
+    settings = replace(gold_world, tune_encoder_on_gold=True)
+    base = steps.coding_encoder(settings)
+
+    result = learn_steps.train_model(settings, force=True, encoder_tuning=GoldTuningParams(epochs=1, replay=64))
+
+    assert result["promoted"] and result["encoder_tuned"]
+    folder = settings.models_dir / result["version"]
+    card = json.loads((folder / "card.json").read_text())
+    assert card["base_model_id"] == base.model_id and card["cross_validation"]["encoder_tuned_per_fold"]
+    assert card["cross_validation"]["folds"] == 2
+    encoder_folder = folder / card["encoder"]["folder"]
+    encoder_card = json.loads((encoder_folder / "card.json").read_text())
+    assert usable(encoder_folder) and encoder_card["base_model_id"] == base.model_id
+    assert encoder_card["training_data_hash"] == card["training_data_hash"]
+    assert encoder_card["gold_passages"] == card["gold_passages"] == result["gold_passages"]
+
+    codebook = steps.load_codebook(settings.codebook_path)
+    with steps.Store(settings.db_path) as store:
+        _, coder_id, tuned = steps.active_coder(settings, store, codebook)
+        gold = store.gold_passages()
+    assert coder_id == f"trained:{result['version']}" and tuned.model_id == card["embedding_model_id"] != base.model_id
+    # every passage was embedded again by the gold-tuned encoder and coded by the trained coder
+    passages = query(settings, "SELECT count(*) FROM passages WHERE retired_at IS NULL")[0][0]
+    assert result["recode"]["coded"] == passages
+    assert query(settings, "SELECT count(DISTINCT text_hash) FROM embeddings WHERE model_id = ?",
+                 [tuned.model_id])[0][0] >= query(settings, "SELECT count(DISTINCT text_hash) FROM passages "
+                                                            "WHERE retired_at IS NULL")[0][0]
+    # what it learnt: the reviewed passages sit closer to their own codes' descriptions than before
+    descriptions = {c.id: code_description(c) for c in codebook.codes}
+
+    def own_code_similarity(embedder):
+        pairs = [(g["text"], descriptions[c]) for g in gold for c in g["codes"]]
+        a = embedder.encode([t for t, _ in pairs])
+        b = embedder.encode([d for _, d in pairs])
+        return float((a * b).sum(axis=1).mean())
+    assert own_code_similarity(tuned) > own_code_similarity(base) + 0.02
+
+    # weights that no longer match the card: refused, and coding falls back to zero-shot with a warning
+    with open(encoder_folder / "model.safetensors", "r+b") as handle:
+        handle.seek(-4, 2)
+        handle.write(b"\x00\x00\x00\x00")
+    steps.load_embedder.cache_clear()
+    recoded = steps.code_passages(settings, steps.new_run_id())
+    assert recoded["coder_id"].startswith("zero-shot:")
+    assert "the active model cannot be used" in caplog.text
+
+
 def test_a_model_for_another_codebook_is_refused_and_coding_falls_back_to_zero_shot(gold_world, tmp_path, caplog):
     settings = gold_world
     result = learn_steps.train_model(settings)

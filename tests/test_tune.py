@@ -113,3 +113,20 @@ def test_the_tune_setting_is_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("QCODE_TUNE_ENCODER", "perhaps")
     with pytest.raises(Exception, match="QCODE_TUNE_ENCODER must be true or false"):
         Settings.load()
+    monkeypatch.delenv("QCODE_TUNE_ENCODER")
+    assert Settings.load().tune_encoder_on_gold is True
+    monkeypatch.setenv("QCODE_TUNE_ENCODER_ON_GOLD", "no")
+    assert Settings.load().tune_encoder_on_gold is False
+
+
+def test_gold_pairs_repeat_gold_to_match_the_replayed_codebook_and_mask_a_passage_s_other_codes():
+    from pipeline.tune import GoldTuningParams, gold_pairs
+
+    texts = ["We built a joint venture with the county's health trust.", "Nothing left in the budget for that."]
+    pairs = gold_pairs(TWO_CODES, texts, [("LA02", "BR03"), ("BR03",)], GoldTuningParams(replay=6))
+    reviewed = [p for p in pairs if p[0] in texts]
+    assert len(pairs) == 6 + 6 and len(reviewed) == 6  # 3 gold pairs twice, 6 codebook pairs (all there are)
+    assert (texts[0], "LA02", frozenset({"BR03"})) in reviewed and (texts[0], "BR03", frozenset({"LA02"})) in reviewed
+    assert (texts[1], "BR03", frozenset()) in reviewed
+    assert {p[:2] for p in pairs if p[0] not in texts} == set(codebook_pairs(TWO_CODES))
+    assert gold_pairs(TWO_CODES, ["Hello."], [()], GoldTuningParams()) == []
