@@ -181,6 +181,16 @@ def test_training_tunes_the_encoder_on_gold_and_codes_with_it(gold_world, caplog
         return float((a * b).sum(axis=1).mean())
     assert own_code_similarity(tuned) > own_code_similarity(base) + 0.02
 
+    # Retraining on the same gold: the active model's recipe (its encoder tuned per fold too) scores exactly as the
+    # candidate's, on the very same fold encoders, so the gate lets it through.
+    again = learn_steps.train_model(settings, encoder_tuning=GoldTuningParams(epochs=1, replay=64))
+    cv = json.loads((settings.models_dir / again["version"] / "card.json").read_text())["cross_validation"]
+    assert cv["active_coder"] == coder_id
+    assert cv["candidate"]["macro_f1"] == cv["active"]["macro_f1"]
+    assert cv["candidate"]["top1_accuracy"] == cv["active"]["top1_accuracy"]
+    assert again["promoted"] and again["encoder_tuned"]
+    encoder_folder = settings.models_dir / again["version"] / f"gold-encoder-{again['version']}"
+
     # weights that no longer match the card: refused, and coding falls back to zero-shot with a warning
     with open(encoder_folder / "model.safetensors", "r+b") as handle:
         handle.seek(-4, 2)
