@@ -122,14 +122,19 @@ class Embedder:
         """Unit-length float32 vectors, one row per text."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=progress)
-        return vectors.astype(np.float32, copy=False)
+        return encode_with(self.model, texts, self.batch_size, progress=progress)
 
     @property
     def dimension(self) -> int:
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(getter())
+
+
+def encode_with(model, texts: Sequence[str], batch_size: int, *, progress: bool = False) -> np.ndarray:
+    """Unit-length float32 vectors from a loaded sentence-transformers ``model`` (also one tuned in memory)."""
+    vectors = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                           show_progress_bar=progress)
+    return vectors.astype(np.float32, copy=False)
 
 
 @lru_cache(maxsize=2)

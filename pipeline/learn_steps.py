@@ -11,19 +11,18 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.base import clone
-from tqdm import tqdm
 
 from pipeline import themes as themes_module
 from pipeline.classify import TrainedCoder, ZeroShotCoder, codebook_vectors, fit_zero_shot_coder
 from pipeline.codebook import load_codebook
 from pipeline.config import Settings
-from pipeline.embed import embed_with_cache, load_embedder
+from pipeline.embed import embed_with_cache, encode_with, load_embedder
 from pipeline.errors import QcodeError
 from pipeline.evaluate import read_labelled_csv
 from pipeline.schemas import Codebook
 from pipeline.store import Store
-from pipeline.steps import (active_coder, code_passages, coding_encoder, load_coded_passages, new_run_id,
-                            open_codebook, write_round_reports)
+from pipeline.steps import (active_coder, batch_progress, code_passages, coding_encoder, load_coded_passages,
+                            new_run_id, open_codebook, write_round_reports)
 from pipeline.train import (CARD_JSON, TrainingSet, cv_metrics, gold_folds, gold_hash, held_out_evaluation,
                             labelled_training_set, model_card, model_version, not_worse, save_model, training_set)
 from pipeline.tune import GoldTuningParams, save_encoder, tune_on_gold
@@ -50,23 +49,15 @@ def fold_encoder(embedder, codebook: Codebook, data: TrainingSet, params: GoldTu
         if key not in tuned:
             gold = [r for r in train_rows if data.is_gold[r]]
             model = _tuned_on(embedder, codebook, data, gold, params, f"tune on gold, fold {len(tuned) + 1}")
-            tuned[key] = _encode(model, data.texts, embedder.batch_size)
+            tuned[key] = encode_with(model, data.texts, embedder.batch_size)
         return tuned[key]
     return reencode
 
 
 def _tuned_on(embedder, codebook: Codebook, data: TrainingSet, rows, params: GoldTuningParams, label: str):
     gold_codes = [tuple(c for c, on in zip(data.code_ids, data.Y[r]) if on) for r in rows]
-    with tqdm(desc=label, unit="batch", disable=None) as bar:
-        def advance(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+    with batch_progress(label) as advance:
         return tune_on_gold(embedder.model, codebook, [data.texts[r] for r in rows], gold_codes, params, advance)
-
-
-def _encode(model, texts, batch_size: int) -> np.ndarray:
-    return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                        convert_to_numpy=True).astype(np.float32, copy=False)
 
 
 def train_model(settings: Settings, *, force: bool = False, run_id: str | None = None,
@@ -112,7 +103,7 @@ def train_model(settings: Settings, *, force: bool = False, run_id: str | None =
             "cross_validation": {k: candidate_cv[k] for k in ("macro_f1", "micro_f1", "top1_accuracy")}},
             _encoder_card_markdown)
         coding = load_embedder(str((folder / name).resolve()), settings.embed_batch_size)
-        X = _encode(model, data.texts, settings.embed_batch_size)
+        X = coding.encode(data.texts)  # the saved encoder, exactly as it will code
         encoder = {"folder": name, "params": asdict(tuning)}
     coder = candidate.fit(X, data.Y, code_ids=data.code_ids, is_gold=data.is_gold, groups=data.groups,
                           sample_weight=data.sample_weight)

@@ -18,7 +18,7 @@ from pipeline.gold import ImportResult, import_review
 from pipeline.ingest import read_known_names
 from pipeline.report import ExportResult, write_analysis_tables, write_review_files
 from pipeline.review import parse_review_csv
-from pipeline.steps import (active_coder, explain_suggestions, load_coded_passages, open_codebook, order_for_review,
+from pipeline.steps import (active_encoder, explain_suggestions, load_coded_passages, open_codebook, order_for_review,
                             review_export_recorder)
 from pipeline.store import Store
 
@@ -29,7 +29,7 @@ def export_reviews(settings: Settings, *, council: str | None = None, order: str
     """review.csv for one council or all, in transcript or uncertainty order."""
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
-        embedder = active_coder(settings, store, codebook).embedder
+        embedder = active_encoder(settings, store, codebook)
         _, _, thresholds = store.active_coder()
         passages = load_coded_passages(store, council=council)
         if council is not None and not passages:

@@ -16,6 +16,7 @@ import json
 import logging
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -160,7 +161,7 @@ def _quarantine(report: IngestReport, transcript: Transcript, reason: str) -> No
 def embed_passages(settings: Settings) -> dict:
     """Embed the active passages whose text has no cached embedding yet, in chunks; returns counts."""
     with Store(settings.db_path) as store:
-        embedder = active_coder(settings, store, open_codebook(settings, store)).embedder
+        embedder = active_encoder(settings, store, open_codebook(settings, store))
         missing = store.texts_without_embedding(embedder.model_id)
         for start in tqdm(range(0, len(missing), EMBED_CHUNK), desc="embed", unit="chunk", disable=None):
             chunk = missing[start:start + EMBED_CHUNK]
@@ -187,14 +188,20 @@ def coding_encoder(settings: Settings, codebook: Codebook | None = None):
     if not tuned_encoder_usable(folder):
         log.warning("tuning the encoder on codebook %s (once per codebook version; about 2 minutes on 2 cores)",
                     codebook.version)
-        with tqdm(desc="tune encoder", unit="batch", disable=None) as bar:
-            def advance(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
+        with batch_progress("tune encoder") as advance:
             folder = build_tuned_encoder(base.model, base.model_id, codebook, settings.tuned_encoders_dir, params,
                                          advance)
     return load_embedder(str(folder.resolve()), settings.embed_batch_size)
+
+
+@contextmanager
+def batch_progress(label: str):
+    """A progress bar in a terminal (none in a log), fed by a ``progress(done, total)`` callback."""
+    with tqdm(desc=label, unit="batch", disable=None) as bar:
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        yield advance
 
 
 def open_codebook(settings: Settings, store: Store) -> Codebook:
@@ -215,20 +222,35 @@ class ActiveCoder(NamedTuple):
 def active_coder(settings: Settings, store: Store, codebook: Codebook) -> ActiveCoder:
     """The active trained model, with the encoder it was trained with, if it fits this codebook and base encoder;
     else the zero-shot coder on ``coding_encoder``."""
-    embedder = coding_encoder(settings, codebook)
-    record = store.active_coder_record()
-    if record and record["kind"] == "trained":
-        try:
-            coder, card = load_model(Path(record["artifact"]), embedding_model_id=embedder.model_id,
-                                     codebook_version=codebook.version)
-            return ActiveCoder(coder, record["coder_id"], model_encoder(Path(record["artifact"]), card, embedder,
-                                                                        settings.embed_batch_size))
-        except (ModelMismatchError, OSError) as exc:
-            log.warning("the active model cannot be used (%s); coding with the zero-shot coder", exc)
-    coder, coder_id = fit_zero_shot_coder(codebook, embedder, store)
-    store.register_coder(coder_id, "zero-shot", embedder.model_id, codebook.version,
+    base = coding_encoder(settings, codebook)
+    trained = _active_trained_model(settings, store, codebook, base)
+    if trained:
+        return trained
+    coder, coder_id = fit_zero_shot_coder(codebook, base, store)
+    store.register_coder(coder_id, "zero-shot", base.model_id, codebook.version,
                          dict(zip(coder.classes_, map(float, coder.thresholds_))))
-    return ActiveCoder(coder, coder_id, embedder)
+    return ActiveCoder(coder, coder_id, base)
+
+
+def active_encoder(settings: Settings, store: Store, codebook: Codebook):
+    """The encoder the active coder reads, without fitting a zero-shot coder when no trained one is active."""
+    base = coding_encoder(settings, codebook)
+    trained = _active_trained_model(settings, store, codebook, base)
+    return trained.embedder if trained else base
+
+
+def _active_trained_model(settings: Settings, store: Store, codebook: Codebook, base) -> ActiveCoder | None:
+    record = store.active_coder_record()
+    if not record or record["kind"] != "trained":
+        return None
+    try:
+        coder, card = load_model(Path(record["artifact"]), embedding_model_id=base.model_id,
+                                 codebook_version=codebook.version)
+        return ActiveCoder(coder, record["coder_id"],
+                           model_encoder(Path(record["artifact"]), card, base, settings.embed_batch_size))
+    except (ModelMismatchError, OSError) as exc:
+        log.warning("the active model cannot be used (%s); coding with the zero-shot coder", exc)
+        return None
 
 
 def model_encoder(folder: Path, card: dict, base, batch_size: int):
@@ -342,7 +364,7 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
         last = store.get_state(state_key)
         if last and last["state"] == state and all(Path(p).exists() for p in last["files"]):
             return [ExportResult(Path(p), sha, UNCHANGED) for p, sha in last["files"].items()]
-        embedder = active_coder(settings, store, codebook).embedder
+        embedder = active_encoder(settings, store, codebook)
         passages = explain_suggestions(load_coded_passages(store), codebook, embedder, store)
         def remember(path: Path, sha: str) -> None:
             store.record_export(path, sha, run_id)
@@ -405,7 +427,7 @@ def pending_embeddings(settings: Settings) -> tuple[str, str, list[tuple[str, st
     """(encoder to load, its model id, [(text hash, text)] still to embed); reads only, so workers elsewhere
     can do the encoding."""
     with Store(settings.db_path) as store:
-        embedder = active_coder(settings, store, open_codebook(settings, store)).embedder
+        embedder = active_encoder(settings, store, open_codebook(settings, store))
         return embedder.model_name, embedder.model_id, store.texts_without_embedding(embedder.model_id)
 
 
