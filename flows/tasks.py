@@ -32,7 +32,7 @@ def embed_on_workers(settings) -> dict:
     """Encode unembedded passages as batch tasks on the flow's task runner; store results here, one writer."""
     encoder, model_id, missing = pending_embeddings(settings)
     chunks = [missing[i:i + steps.EMBED_CHUNK] for i in range(0, len(missing), steps.EMBED_CHUNK)]
-    futures = [encode_texts.submit(encoder, settings.embed_batch_size, [text for _, text in chunk])
+    futures = [encode_texts.submit(encoder, [text for _, text in chunk])
                for chunk in chunks]
     for chunk, future in zip(chunks, futures):
         steps.store_embeddings(settings, model_id, [h for h, _ in chunk], future.result())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.config import ANONYMISATION_POLICIES, Settings
+from pipeline.config import ANONYMISATION_POLICIES, BACKENDS, Settings
 from pipeline.errors import QcodeError, explain_system_error
 
 
@@ -129,6 +129,8 @@ WAIT_OPTION = click.option("--wait", type=click.FloatRange(min=0), default=0, sh
 @click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Reports folder [default: reports/]")
 @click.option("--model", "model_name", help="sentence-transformers model name or folder [default: bundled all-MiniLM-L6-v2]")
+@click.option("--backend", type=click.Choice(BACKENDS),
+              help="auto: the encoder's int8 ONNX copy when it agrees with fp32 (default); onnx-int8; torch")
 @click.option("--codebook", "codebook_path", type=click.Path(path_type=Path), help="Codebook YAML")
 @click.option("--anonymisation", "anonymisation_policy", type=click.Choice(ANONYMISATION_POLICIES),
               help="redact personal data found (default) or reject the file")

@@ -38,7 +38,10 @@ _ENVIRONMENT = {
     "tune_encoder": "QCODE_TUNE_ENCODER",
     "tune_encoder_on_gold": "QCODE_TUNE_ENCODER_ON_GOLD",
     "encoders_dir": "QCODE_ENCODERS",
+    "backend": "QCODE_BACKEND",
 }
+
+BACKENDS = ("auto", "onnx-int8", "torch")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class Settings:
     """``qcode train`` tunes the encoder on reviewers' gold as well as the heads (see pipeline/tune.py)."""
     encoders_dir: Path | None = None
     """Where tuned encoders are kept [default: models_dir/encoders]."""
+    backend: str = "auto"
+    """How coding vectors are computed: ``auto`` uses an encoder's int8 ONNX copy when it agrees with fp32,
+    ``onnx-int8`` always uses it, ``torch`` never (see pipeline/int8.py)."""
 
     @property
     def tuned_encoders_dir(self) -> Path:
@@ -116,6 +122,8 @@ class Settings:
                 f"anonymisation policy {self.anonymisation_policy!r} is not one of "
                 f"{', '.join(ANONYMISATION_POLICIES)}"
             )
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.embed_batch_size < 1:
             raise ConfigError("embed_batch_size must be at least 1")
         if not 1 <= self.max_sentences_per_passage <= 10:
@@ -147,7 +155,7 @@ class NightlyConfig:
 
 _CONFIG_KEYS = {
     "qcode": {"database": str, "reports": str, "models": str, "model": str, "codebook": str, "anonymisation": str,
-              "tune_encoder": bool, "tune_encoder_on_gold": bool},
+              "tune_encoder": bool, "tune_encoder_on_gold": bool, "backend": str},
     "nightly": {"rounds": list, "inbox": str, "schedule": str, "timezone": str, "retrain": bool,
                 "lock_wait_seconds": (int, float)},
     "dask": {"address": str},
@@ -221,7 +229,8 @@ def load_config(path: Path | str) -> NightlyConfig:
             models_dir=base / qcode.get("models", "models"),
             codebook_path=base / qcode["codebook"] if "codebook" in qcode else None,
             model_name=qcode.get("model"), anonymisation_policy=qcode.get("anonymisation"),
-            tune_encoder=qcode.get("tune_encoder"), tune_encoder_on_gold=qcode.get("tune_encoder_on_gold"))
+            tune_encoder=qcode.get("tune_encoder"), tune_encoder_on_gold=qcode.get("tune_encoder_on_gold"),
+            backend=qcode.get("backend"))
     except ConfigError as exc:
         problems.append(f"[qcode] {exc}")
     if problems:

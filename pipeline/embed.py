@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline.config import DEFAULT_MODEL
 from pipeline.errors import ConfigError
@@ -73,6 +74,9 @@ class Embedder:
         model name available in the local cache, or a path to a model folder.
     batch_size : int
         Texts per forward pass.
+    int8 : str, optional
+        A folder holding the model's int8 ONNX copy (``pipeline/int8.py``): the transformer then runs in ONNX
+        Runtime, and vectors are stored under the copy's own model id.
 
     Examples
     --------
@@ -81,17 +85,29 @@ class Embedder:
     (1, 384)
     """
 
-    def __init__(self, model_name: str = DEFAULT_MODEL, *, batch_size: int = 64):
+    def __init__(self, model_name: str = DEFAULT_MODEL, *, batch_size: int = 64, int8: str | None = None):
         self.model_name = model_name
         self.batch_size = batch_size
+        self.int8 = int8
         self._location, self.model_id = resolve_model(model_name)
+        self.fp32_model_id = self.model_id
         self._model = None
+        self._onnx = None
+        if int8:
+            from pipeline.int8 import int8_model_id, read_card
+
+            card = read_card(Path(int8))
+            if card is None or card["base_model_id"] != self.model_id:
+                raise ConfigError(f"{int8} is not an int8 copy of {model_name!r}; delete it and run again")
+            self.model_id = int8_model_id(card)
         if not Path(self._location).exists():
             self.model  # a name, not a folder: find out now, not mid-run, whether it is in the local cache
 
     @property
     def model(self):
         """The sentence-transformers model, loaded on first use: a rerun that finds every vector cached never loads it."""
+        if self.int8:  # tokeniser and pooling come from the fp32 model, loaded once for both backends
+            return load_embedder(self.model_name, self.batch_size).model
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
@@ -103,6 +119,10 @@ class Embedder:
                     "give a local model folder or a model already in the Hugging Face cache"
                 ) from None
         return self._model
+
+    @property
+    def backend(self) -> str:
+        return "onnx-int8" if self.int8 else "torch"
 
     @property
     def max_tokens(self) -> int:
@@ -122,6 +142,18 @@ class Embedder:
         """Unit-length float32 vectors, one row per text."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self.int8:
+            if self._onnx is None:
+                from pipeline.int8 import ONNX_FILE, OnnxTransformer
+
+                self._onnx = OnnxTransformer(Path(self.int8) / ONNX_FILE)
+            bar = tqdm(total=len(texts), desc="encode", unit="text", disable=None) if progress else None
+            try:
+                return self._onnx.encode(self.model, list(texts), self.batch_size,
+                                         (lambda done, total: bar.update(done - bar.n)) if bar else None)
+            finally:
+                if bar:
+                    bar.close()
         return encode_with(self.model, texts, self.batch_size, progress=progress)
 
     @property
@@ -137,10 +169,10 @@ def encode_with(model, texts: Sequence[str], batch_size: int, *, progress: bool 
     return vectors.astype(np.float32, copy=False)
 
 
-@lru_cache(maxsize=2)
-def load_embedder(model_name: str = DEFAULT_MODEL, batch_size: int = 64) -> Embedder:
-    """One loaded model per process and name: loading takes seconds, encoding is the real work."""
-    return Embedder(model_name, batch_size=batch_size)
+@lru_cache(maxsize=4)
+def load_embedder(model_name: str = DEFAULT_MODEL, batch_size: int = 64, int8: str | None = None) -> Embedder:
+    """One loaded model per process, name and backend: loading takes seconds, encoding is the real work."""
+    return Embedder(model_name, batch_size=batch_size, int8=int8)
 
 
 def embed_with_cache(texts: Sequence[str], embedder: Embedder, cache: EmbeddingCache, *,

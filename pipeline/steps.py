@@ -32,6 +32,8 @@ from pipeline.embed import embed_with_cache, load_embedder
 from pipeline.errors import QcodeError, TranscriptError, explain_system_error
 from pipeline.gold import reconcile_gold
 from pipeline.html_report import LAYOUT_VERSION as HTML_LAYOUT, write_round_html
+from pipeline.int8 import build_int8_copy, int8_folder
+from pipeline.int8 import read_card as read_int8_card
 from pipeline.ingest import (META_FIELDS, body_findings, personal_data_reason, read_known_names, read_round,
                              record_unexpected_failure, round_key, round_warnings, split_turns)
 from pipeline.report import UNCHANGED, ExportResult, write_reports, write_run_report
@@ -221,22 +223,45 @@ class ActiveCoder(NamedTuple):
 
 def active_coder(settings: Settings, store: Store, codebook: Codebook) -> ActiveCoder:
     """The active trained model, with the encoder it was trained with, if it fits this codebook and base encoder;
-    else the zero-shot coder on ``coding_encoder``."""
+    else the zero-shot coder on ``coding_encoder``. Either way the encoder runs on ``inference_encoder``'s backend."""
     base = coding_encoder(settings, codebook)
     trained = _active_trained_model(settings, store, codebook, base)
     if trained:
         return trained
-    coder, coder_id = fit_zero_shot_coder(codebook, base, store)
-    store.register_coder(coder_id, "zero-shot", base.model_id, codebook.version,
+    fast = inference_encoder(settings, base, codebook)
+    coder, coder_id = fit_zero_shot_coder(codebook, fast, store)
+    store.register_coder(coder_id, "zero-shot", fast.model_id, codebook.version,
                          dict(zip(coder.classes_, map(float, coder.thresholds_))))
-    return ActiveCoder(coder, coder_id, base)
+    return ActiveCoder(coder, coder_id, fast)
 
 
 def active_encoder(settings: Settings, store: Store, codebook: Codebook):
     """The encoder the active coder reads, without fitting a zero-shot coder when no trained one is active."""
     base = coding_encoder(settings, codebook)
     trained = _active_trained_model(settings, store, codebook, base)
-    return trained.embedder if trained else base
+    return trained.embedder if trained else inference_encoder(settings, base, codebook)
+
+
+def inference_encoder(settings: Settings, embedder, codebook: Codebook):
+    """``embedder`` on the backend that computes coding vectors: its int8 ONNX copy when that agrees with fp32
+    (``backend = "auto"``, the default) or is asked for (``"onnx-int8"``); torch fp32 otherwise.
+
+    Training, tuning and model identity stay on the fp32 encoder; the copy is built once per encoder
+    (about 10 s) under ``Settings.tuned_encoders_dir``/int8 and checked against its card on every load.
+    """
+    if settings.backend == "torch":
+        return embedder
+    folder = int8_folder(settings.tuned_encoders_dir, embedder.model_id)
+    card = read_int8_card(folder)
+    if card is None:
+        log.warning("building the int8 copy of encoder %s (once per encoder; about 10 s)", embedder.model_id)
+        card = build_int8_copy(embedder.model, embedder.model_id, folder, codebook, settings.embed_batch_size)
+        log.info("int8 copy against fp32 on the codebook's texts: %s", card["calibration"])
+    if not card["agrees_with_fp32"] and settings.backend == "auto":
+        log.warning("the int8 copy of %s differs from fp32 beyond the bar (%s); coding with torch fp32",
+                    embedder.model_id, card["calibration"])
+        return embedder
+    return load_embedder(embedder.model_name, embedder.batch_size, str(folder.resolve()))
 
 
 def _active_trained_model(settings: Settings, store: Store, codebook: Codebook, base) -> ActiveCoder | None:
@@ -246,8 +271,8 @@ def _active_trained_model(settings: Settings, store: Store, codebook: Codebook, 
     try:
         coder, card = load_model(Path(record["artifact"]), embedding_model_id=base.model_id,
                                  codebook_version=codebook.version)
-        return ActiveCoder(coder, record["coder_id"],
-                           model_encoder(Path(record["artifact"]), card, base, settings.embed_batch_size))
+        encoder = model_encoder(Path(record["artifact"]), card, base, settings.embed_batch_size)
+        return ActiveCoder(coder, record["coder_id"], inference_encoder(settings, encoder, codebook))
     except (ModelMismatchError, OSError) as exc:
         log.warning("the active model cannot be used (%s); coding with the zero-shot coder", exc)
         return None
@@ -423,17 +448,18 @@ def ingest_report_dict(report: IngestReport) -> dict:
 # Nightly reruns and distributed work ----------------------------------------------------------
 
 
-def pending_embeddings(settings: Settings) -> tuple[str, str, list[tuple[str, str]]]:
-    """(encoder to load, its model id, [(text hash, text)] still to embed); reads only, so workers elsewhere
-    can do the encoding."""
+def pending_embeddings(settings: Settings) -> tuple[tuple, str, list[tuple[str, str]]]:
+    """(how to load the encoder, its model id, [(text hash, text)] still to embed); reads only, so workers
+    elsewhere can do the encoding."""
     with Store(settings.db_path) as store:
         embedder = active_encoder(settings, store, open_codebook(settings, store))
-        return embedder.model_name, embedder.model_id, store.texts_without_embedding(embedder.model_id)
+        spec = (embedder.model_name, embedder.batch_size, embedder.int8)
+        return spec, embedder.model_id, store.texts_without_embedding(embedder.model_id)
 
 
-def encode_texts(model_name: str, batch_size: int, texts: list[str]):
+def encode_texts(encoder_spec: tuple, texts: list[str]):
     """Embed a batch anywhere (a Dask worker loads the model once per process); no database access."""
-    return load_embedder(model_name, batch_size).encode(texts)
+    return load_embedder(*encoder_spec).encode(texts)
 
 
 def active_passage_count(settings: Settings) -> int:
