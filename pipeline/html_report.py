@@ -358,9 +358,26 @@ def write_round_html(out_dir: Path, store: Store, codebook: Codebook, passages: 
                      written_by_qcode: WrittenByQcode, remember: RememberExport | None = None) -> list[ExportResult]:
     """Write index.html and each council's report.html under ``out_dir``; a page already as it would be is left."""
     out_dir = Path(out_dir)
-    review_files = {council: [name for name in ("review.csv", "review-new.csv")
-                              if (out_dir / slugify(council) / name).exists()]
-                    for council in _by_council(passages)}
-    pages = round_pages(passages, codebook, round_facts(store, codebook), store.reviewer_codes(), review_files)
-    return [write_export(out_dir / name, page.encode("utf-8"), written_by_qcode, remember=remember)
-            for name, page in pages.items()]
+    facts, reviewer_codes = round_facts(store, codebook), store.reviewer_codes()
+    results = [write_council_page(out_dir, council, council_passages, codebook, facts, reviewer_codes,
+                                  written_by_qcode, remember)
+               for council, council_passages in _by_council(passages).items()]
+    return [write_index_page(out_dir, passages, codebook, facts, written_by_qcode, remember)] + results
+
+
+def write_council_page(out_dir: Path, council: str, passages: list[CodedPassage], codebook: Codebook,
+                       facts: RoundFacts, reviewer_codes: dict[str, dict[str, tuple[str, ...]]],
+                       written_by_qcode: WrittenByQcode, remember: RememberExport | None = None) -> ExportResult:
+    """<council>/report.html, from that council's passages only."""
+    folder = Path(out_dir) / slugify(council)
+    review_files = [name for name in ("review.csv", "review-new.csv") if (folder / name).exists()]
+    agreement = agreement_figures(passages, reviewer_codes, codebook.ids, council)
+    page = council_page(council, passages, codebook, facts, agreement, review_files)
+    return write_export(folder / COUNCIL_PAGE, page.encode("utf-8"), written_by_qcode, remember=remember)
+
+
+def write_index_page(out_dir: Path, passages: list[CodedPassage], codebook: Codebook, facts: RoundFacts,
+                     written_by_qcode: WrittenByQcode, remember: RememberExport | None = None) -> ExportResult:
+    """index.html: counts only, so ``passages`` need no text or scores."""
+    page = index_page(passages, codebook, facts)
+    return write_export(Path(out_dir) / INDEX_PAGE, page.encode("utf-8"), written_by_qcode, remember=remember)

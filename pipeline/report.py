@@ -98,15 +98,29 @@ def write_reports(out_dir: Path, passages: list[CodedPassage], codebook: Codeboo
     """summary.csv and review.csv per council, and councils_by_code.csv across councils."""
     results = []
     for council, council_passages in _by_council(passages).items():
-        path = out_dir / slugify(council) / "summary.csv"
-        summary = council_summary(council_passages, codebook)
-        results.append(write_export(path, excel_csv_bytes(SUMMARY_COLUMNS, ([r[c] for c in SUMMARY_COLUMNS] for r in summary)),
-                                    written_by_qcode, remember=remember))
-    results += write_review_files(out_dir, passages, codebook, written_by_qcode, remember, record_export)
-    header, rows = councils_by_code(passages, codebook)
-    matrix_path = out_dir / "councils_by_code.csv"
-    results.append(write_export(matrix_path, excel_csv_bytes(header, rows), written_by_qcode, remember=remember))
+        results += write_council_reports(out_dir, council, council_passages, codebook, written_by_qcode, remember,
+                                         record_export)
+    results.append(write_councils_by_code(out_dir, passages, codebook, written_by_qcode, remember))
     return results
+
+
+def write_council_reports(out_dir: Path, council: str, passages: list[CodedPassage], codebook: Codebook,
+                          written_by_qcode: WrittenByQcode, remember: RememberExport | None = None,
+                          record_export: RecordExport | None = None) -> list[ExportResult]:
+    """One council's summary.csv and review.csv."""
+    path = out_dir / slugify(council) / "summary.csv"
+    summary = council_summary(passages, codebook)
+    rows = ([r[c] for c in SUMMARY_COLUMNS] for r in summary)
+    results = [write_export(path, excel_csv_bytes(SUMMARY_COLUMNS, rows), written_by_qcode, remember=remember)]
+    return results + write_review_files(out_dir, passages, codebook, written_by_qcode, remember, record_export)
+
+
+def write_councils_by_code(out_dir: Path, passages: list[CodedPassage], codebook: Codebook,
+                           written_by_qcode: WrittenByQcode, remember: RememberExport | None = None) -> ExportResult:
+    """councils_by_code.csv: counts only, so ``passages`` need no text or scores."""
+    header, rows = councils_by_code(passages, codebook)
+    return write_export(out_dir / "councils_by_code.csv", excel_csv_bytes(header, rows), written_by_qcode,
+                        remember=remember)
 
 
 MATRIX_META = ("passage_id", "council", "interview_id", "respondent_role", "round", "source")

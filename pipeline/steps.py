@@ -31,12 +31,12 @@ from pipeline.config import Settings
 from pipeline.embed import embed_with_cache, load_embedder
 from pipeline.errors import QcodeError, TranscriptError, explain_system_error
 from pipeline.gold import reconcile_gold
-from pipeline.html_report import LAYOUT_VERSION as HTML_LAYOUT, write_round_html
+from pipeline.html_report import LAYOUT_VERSION as HTML_LAYOUT, round_facts, write_council_page, write_index_page
 from pipeline.int8 import build_int8_copy, int8_folder
 from pipeline.int8 import read_card as read_int8_card
 from pipeline.ingest import (META_FIELDS, body_findings, personal_data_reason, read_known_names, read_round,
                              record_unexpected_failure, round_key, round_warnings, split_turns)
-from pipeline.report import UNCHANGED, ExportResult, write_reports, write_run_report
+from pipeline.report import UNCHANGED, ExportResult, write_council_reports, write_councils_by_code, write_run_report
 from pipeline.review import ReviewExport
 from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, Transcript, slugify
 from pipeline.segment import segment_turns
@@ -309,19 +309,32 @@ def code_passages(settings: Settings, run_id: str) -> dict:
 
 
 def load_coded_passages(store: Store, *, council: str | None = None) -> list[CodedPassage]:
-    """Active passages with the active coder's scores and codes, and reviewers' gold where there is any."""
+    """Active passages (of one council, matched case- and punctuation-blind, if given) with the active coder's
+    scores and codes, and reviewers' gold where there is any."""
     coder_id, codebook_version, _ = store.active_coder()
+    if council is not None:
+        names = [c for c in store.council_names() if c.lower() == council.lower() or slugify(c) == slugify(council)]
+        return [p for name in names for p in _coded_passages_of(store, coder_id, codebook_version, name)]
+    return _coded_passages_of(store, coder_id, codebook_version, None)
+
+
+def council_passages(store: Store, council: str) -> list[CodedPassage]:
+    """One council's coded passages, the council named exactly as stored."""
+    coder_id, codebook_version, _ = store.active_coder()
+    return _coded_passages_of(store, coder_id, codebook_version, council)
+
+
+def _coded_passages_of(store: Store, coder_id: str, codebook_version: str, council: str | None) -> list[CodedPassage]:
     scores: dict[str, dict[str, float]] = {}
     applied: dict[str, list[str]] = {}
-    for passage_id, code_id, score, is_applied in store.codings_for(coder_id, codebook_version):
+    for passage_id, code_id, score, is_applied in store.codings_for(coder_id, codebook_version, council):
         scores.setdefault(passage_id, {})[code_id] = round(float(score), 4)
         if is_applied:
             applied.setdefault(passage_id, []).append(code_id)
-    gold = store.gold()
+    rows = store.active_passages(council)
+    gold = store.gold([p["passage_id"] for p in rows]) if council is not None else store.gold()
     passages = []
-    for p in store.active_passages():
-        if council is not None and p["council"].lower() != council.lower() and slugify(p["council"]) != slugify(council):
-            continue
+    for p in rows:
         decision = gold.get(p["passage_id"])
         passages.append(CodedPassage(
             passage_id=p["passage_id"], council=p["council"], interview_id=p["interview_id"], text=p["text"],
@@ -332,23 +345,46 @@ def load_coded_passages(store: Store, *, council: str | None = None) -> list[Cod
     return passages
 
 
+def counted_passages(store: Store) -> list[CodedPassage]:
+    """Every active passage with only what cross-council tables count (council, interview, round, codes):
+    no text or scores, so memory stays small however large the round."""
+    coder_id, codebook_version, _ = store.active_coder()
+    return [CodedPassage(pid, council, interview_id, "", round=round_name or "", applied=tuple(applied),
+                         gold=tuple(gold) if gold is not None else None)
+            for pid, council, interview_id, round_name, applied, gold in store.passage_codes(coder_id, codebook_version)]
+
+
+class Evidence(NamedTuple):
+    """What explanations point to: the codebook's examples and reviewers' gold passages, with their vectors."""
+    texts: list[str]
+    codes: list[tuple[str, ...]]
+    passage_ids: list[str]
+    vectors: object
+
+
+def explanation_evidence(codebook: Codebook, embedder, store: Store) -> Evidence:
+    """Every codebook example and every active gold passage (any council's), embedded once."""
+    evidence = [(example, (code.id,), "") for code in codebook.codes for example in code.examples]
+    evidence += store.gold_evidence()
+    vectors, _ = embed_with_cache([e[0] for e in evidence], embedder, store)
+    return Evidence([e[0] for e in evidence], [e[1] for e in evidence], [e[2] for e in evidence], vectors)
+
+
 def explain_suggestions(passages: list[CodedPassage], codebook: Codebook, embedder, store: Store,
-                        top: int = 3) -> list[CodedPassage]:
+                        top: int = 3, evidence: Evidence | None = None) -> list[CodedPassage]:
     """Fill each passage's ``why``: for its strongest suggestions, the nearest codebook example or gold passage.
 
-    Passages go through in chunks, so memory stays flat however large the corpus.
+    Passages go through in chunks, so memory stays flat however large the corpus; ``evidence`` is
+    ``explanation_evidence``'s, computed here when not given.
     """
-    examples = [(example, (code.id,), "") for code in codebook.codes for example in code.examples]
-    gold = [(p.text, p.gold, p.passage_id) for p in passages if p.gold]
-    evidence = examples + gold
-    evidence_vectors, _ = embed_with_cache([e[0] for e in evidence], embedder, store)
+    evidence = evidence or explanation_evidence(codebook, embedder, store)
     explained = []
     for start in range(0, len(passages), EMBED_CHUNK):
         chunk = passages[start:start + EMBED_CHUNK]
         vectors, _ = embed_with_cache([p.text for p in chunk], embedder, store)
         strongest = [sorted(p.scores, key=p.scores.get, reverse=True)[:top] for p in chunk]
-        why = nearest_evidence(vectors, strongest, evidence_vectors, [e[1] for e in evidence], [e[0] for e in evidence],
-                               evidence_ids=[e[2] for e in evidence], passage_ids=[p.passage_id for p in chunk])
+        why = nearest_evidence(vectors, strongest, evidence.vectors, evidence.codes, evidence.texts,
+                               evidence_ids=evidence.passage_ids, passage_ids=[p.passage_id for p in chunk])
         explained += [replace(p, why=w) for p, w in zip(chunk, why)]
     return explained
 
@@ -376,39 +412,82 @@ def review_export_recorder(store: Store):
 
 
 def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
-    """Per-council summary and review CSVs, the cross-council matrix and the HTML pages, gold outranking the model.
+    """Per-council summary and review CSVs and pages, the cross-council matrix and index, gold outranking the model.
 
-    When nothing the reports show has changed since they were last written to
-    this folder (and they are still there), nothing is recomputed or rewritten.
+    One council at a time, so memory does not grow with the round. A council
+    whose content (passages, metadata, codings, gold; and the coder, codebook
+    and review decisions shared by all) is as when its files were last written
+    here, and whose files are still there, is left alone: one new interview
+    rewrites its own council's files and the cross-council ones.
     """
     out_dir = Path(settings.out_dir)
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
+        coder_id, codebook_version, _ = store.active_coder()
         state_key = f"reports:{out_dir.resolve()}"
-        state = {"content": store.content_state(), "codebook": codebook.version, "pages": HTML_LAYOUT}
-        last = store.get_state(state_key)
-        if last and last["state"] == state and all(Path(p).exists() for p in last["files"]):
+        shared = [codebook.version, HTML_LAYOUT, coder_id, store.last_decision_id()]
+        fingerprints = {council: _digest([shared, fingerprint])
+                        for council, fingerprint in store.council_fingerprints(coder_id, codebook_version).items()}
+        round_state = _digest(sorted(fingerprints.items()))
+        last = store.get_state(state_key) or {}
+        if last.get("round") == round_state and all(Path(p).exists() for p in last["files"]):
             return [ExportResult(Path(p), sha, UNCHANGED) for p, sha in last["files"].items()]
-        embedder = active_encoder(settings, store, codebook)
-        passages = explain_suggestions(load_coded_passages(store), codebook, embedder, store)
+
         def remember(path: Path, sha: str) -> None:
             store.record_export(path, sha, run_id)
 
-        results = write_reports(out_dir, passages, codebook, store.wrote_content, remember=remember,
-                                record_export=review_export_recorder(store))
-        results += write_round_html(out_dir, store, codebook, passages, store.wrote_content, remember=remember)
-        store.set_state(state_key, {"state": state, "files": {str(r.path): r.sha256 for r in results}})
-    if last:
+        facts, written = round_facts(store, codebook), store.wrote_content
+        embedder = evidence = reviewer_codes = None
+        councils: dict[str, dict] = {}
+        results: list[ExportResult] = []
+        for council, fingerprint in tqdm(fingerprints.items(), desc="reports", unit="council", disable=None):
+            before = last.get("councils", {}).get(council)
+            if before and before["fingerprint"] == fingerprint and all(Path(p).exists() for p in before["files"]):
+                councils[council] = before
+                results += [ExportResult(Path(p), sha, UNCHANGED) for p, sha in before["files"].items()]
+                continue
+            if embedder is None:
+                embedder = active_encoder(settings, store, codebook)
+                evidence = explanation_evidence(codebook, embedder, store)
+                reviewer_codes = store.reviewer_codes()
+            passages = explain_suggestions(council_passages(store, council), codebook, embedder, store,
+                                           evidence=evidence)
+            files = write_council_reports(out_dir, council, passages, codebook, written, remember,
+                                          review_export_recorder(store))
+            files.append(write_council_page(out_dir, council, passages, codebook, facts, reviewer_codes, written,
+                                            remember))
+            councils[council] = {"fingerprint": fingerprint, "files": {str(r.path): r.sha256 for r in files}}
+            results += files
+        counted = counted_passages(store)
+        results += [write_councils_by_code(out_dir, counted, codebook, written, remember),
+                    write_index_page(out_dir, counted, codebook, facts, written, remember)]
+        store.set_state(state_key, {"round": round_state, "councils": councils,
+                                    "files": {str(r.path): r.sha256 for r in results}})
+    if last.get("files"):
         remove_stale_reports(last["files"], {str(r.path) for r in results})
     return results
 
 
 def write_html_report(settings: Settings) -> list[ExportResult]:
     """reports/index.html and a report.html per council from the database as it is (``qcode report``)."""
+    out_dir = Path(settings.out_dir)
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
-        return write_round_html(Path(settings.out_dir), store, codebook, load_coded_passages(store),
-                                store.wrote_content, remember=lambda path, sha: store.record_export(path, sha, "report"))
+        facts, reviewer_codes = round_facts(store, codebook), store.reviewer_codes()
+
+        def remember(path: Path, sha: str) -> None:
+            store.record_export(path, sha, "report")
+
+        counted = counted_passages(store)
+        results = [write_index_page(out_dir, counted, codebook, facts, store.wrote_content, remember)]
+        for council in tqdm(store.council_names(), desc="pages", unit="council", disable=None):
+            results.append(write_council_page(out_dir, council, council_passages(store, council), codebook,
+                                              facts, reviewer_codes, store.wrote_content, remember))
+    return results
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def remove_stale_reports(previous: dict[str, str], current: set[str]) -> None:

@@ -117,8 +117,27 @@ FROM passages p
 JOIN transcripts t ON t.transcript_key = p.transcript_key AND t.version = p.version
 ASOF LEFT JOIN questions q
   ON q.transcript_key = p.transcript_key AND q.version = p.version AND p.turn_index > q.turn_index
-WHERE p.retired_at IS NULL
+WHERE p.retired_at IS NULL {council_filter}
 ORDER BY t.council, t.interview_id, p.turn_index, p.start_char
+"""
+
+COUNCIL_FINGERPRINTS = """
+WITH active AS (
+    SELECT p.passage_id, p.text_hash, t.council, t.interview_id, t.respondent_role, t.round, t.ingested_at
+    FROM passages p JOIN transcripts t ON t.transcript_key = p.transcript_key AND t.version = p.version
+    WHERE p.retired_at IS NULL
+), coded AS (
+    SELECT passage_id, string_agg(code_id || ':' || round(score, 4)::VARCHAR || ':' || applied::VARCHAR, ';'
+                                  ORDER BY code_id) AS codes
+    FROM codings WHERE coder_id = ? AND codebook_version = ? GROUP BY passage_id
+), decided AS (
+    SELECT passage_id, reviewer || ':' || array_to_string(codes, ',') || ':' || coalesce(note, '') AS decision
+    FROM gold
+)
+SELECT a.council, md5(string_agg(concat_ws('|', a.passage_id, a.text_hash, a.interview_id, a.respondent_role, a.round,
+                                           a.ingested_at::VARCHAR, c.codes, d.decision), '#' ORDER BY a.passage_id))
+FROM active a LEFT JOIN coded c USING (passage_id) LEFT JOIN decided d USING (passage_id)
+GROUP BY a.council ORDER BY a.council
 """
 
 
@@ -371,9 +390,42 @@ class Store:
                 self._retire_interview(key, now)
         return [label for _, label in gone]
 
-    def active_passages(self) -> list[dict]:
-        """Every passage not retired, with its interview's metadata and the interviewer's preceding question."""
-        return self._records(ACTIVE_PASSAGES)
+    def active_passages(self, council: str | None = None) -> list[dict]:
+        """Every passage not retired (of one council, named exactly as stored, if given), with its interview's
+        metadata and the interviewer's preceding question."""
+        if council is None:
+            return self._records(ACTIVE_PASSAGES.format(council_filter=""))
+        return self._records(ACTIVE_PASSAGES.format(council_filter="AND t.council = ?"), [council])
+
+    def council_fingerprints(self, coder_id: str, codebook_version: str) -> dict[str, str]:
+        """{council: digest of everything its reports show}: passages, metadata, this coder's codings, gold."""
+        return dict(self.con.execute(COUNCIL_FINGERPRINTS, [coder_id, codebook_version]).fetchall())
+
+    def council_names(self) -> list[str]:
+        """Councils with active passages, as stored."""
+        return [r[0] for r in self.con.execute(
+            "SELECT DISTINCT t.council FROM passages p JOIN transcripts t ON t.transcript_key = p.transcript_key "
+            "AND t.version = p.version WHERE p.retired_at IS NULL ORDER BY 1").fetchall()]
+
+    def last_decision_id(self):
+        return self.con.execute("SELECT max(decision_id) FROM review_decisions").fetchone()[0]
+
+    def gold_evidence(self) -> list[tuple[str, tuple[str, ...], str]]:
+        """(text, codes, passage id) of every active passage with a reviewer decision: evidence for explanations."""
+        return [(text, tuple(codes), pid) for pid, codes, text in self.con.execute(
+            "SELECT g.passage_id, g.codes, p.text FROM gold g JOIN passages p USING (passage_id) "
+            "WHERE p.retired_at IS NULL ORDER BY p.passage_id").fetchall()]
+
+    def passage_codes(self, coder_id: str, codebook_version: str) -> list[tuple]:
+        """(passage id, council, interview id, round, applied codes, gold codes or None) of every active passage:
+        what the cross-council tables count, without texts or scores."""
+        return self.con.execute(
+            "SELECT p.passage_id, t.council, t.interview_id, t.round, "
+            "       coalesce((SELECT list(c.code_id ORDER BY c.score DESC) FROM codings c WHERE c.passage_id = p.passage_id "
+            "                 AND c.coder_id = ? AND c.codebook_version = ? AND c.applied), []), g.codes "
+            "FROM passages p JOIN transcripts t ON t.transcript_key = p.transcript_key AND t.version = p.version "
+            "LEFT JOIN gold g USING (passage_id) WHERE p.retired_at IS NULL "
+            "ORDER BY t.council, t.interview_id, p.turn_index, p.start_char", [coder_id, codebook_version]).fetchall()
 
     def texts_without_embedding(self, model_id: str) -> list[tuple[str, str]]:
         """(text hash, text) of active passages whose embedding for ``model_id`` is not cached yet."""
@@ -391,17 +443,6 @@ class Store:
 
     def count_active_passages(self) -> int:
         return self.count("passages", "retired_at IS NULL")
-
-    def content_state(self) -> str:
-        """A fingerprint of everything reports show: passages, codings, gold, active coder."""
-        row = self.con.execute(
-            "SELECT (SELECT count(*) FROM passages WHERE retired_at IS NULL), "
-            "(SELECT max(ingested_at)::VARCHAR FROM transcripts), (SELECT max(retired_at)::VARCHAR FROM passages), "
-            "(SELECT count(*) FROM coding_sets), (SELECT max(coded_at)::VARCHAR FROM coding_sets), "
-            "(SELECT max(decision_id) FROM review_decisions), "
-            "(SELECT coder_id || activated_at::VARCHAR FROM coders WHERE activated_at IS NOT NULL "
-            " ORDER BY activated_at DESC LIMIT 1)").fetchone()
-        return hashlib.sha256(repr(row).encode()).hexdigest()[:16]
 
     def get_state(self, key: str):
         row = self.con.execute("SELECT value FROM state WHERE key = ?", [key]).fetchone()
@@ -466,13 +507,16 @@ class Store:
                  [int(x) for x in np.asarray(applied).sum(axis=1)]])
         return int(np.asarray(applied).sum())
 
-    def codings_for(self, coder_id: str, codebook_version: str) -> list[tuple[str, str, float, bool]]:
-        """(passage_id, code_id, score, applied) for active passages, strongest first."""
+    def codings_for(self, coder_id: str, codebook_version: str,
+                    council: str | None = None) -> list[tuple[str, str, float, bool]]:
+        """(passage_id, code_id, score, applied) for active passages (of one council, if given), strongest first."""
+        council_filter = ("AND p.transcript_key IN (SELECT transcript_key FROM transcripts WHERE council = ?)"
+                          if council is not None else "")
         return self.con.execute(
             "SELECT c.passage_id, c.code_id, c.score, c.applied FROM codings c "
             "JOIN passages p USING (passage_id) WHERE p.retired_at IS NULL AND c.coder_id = ? "
-            "AND c.codebook_version = ? ORDER BY c.passage_id, c.score DESC",
-            [coder_id, codebook_version]).fetchall()
+            f"AND c.codebook_version = ? {council_filter} ORDER BY c.passage_id, c.score DESC",
+            [coder_id, codebook_version, *([council] if council is not None else [])]).fetchall()
 
     def register_coder(self, coder_id: str, kind: str, model_id: str, codebook_version: str,
                        thresholds: dict[str, float], *, artifact: str | None = None, activate: bool = True) -> None:

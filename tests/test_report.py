@@ -80,8 +80,8 @@ def test_write_reports_writes_each_council_folder_and_the_matrix(tmp_path):
     out = tmp_path / "reports"
     results = write_reports(out, PASSAGES, BOOK, never_written)
     assert [(r.path.relative_to(out).as_posix(), r.status) for r in results] == [
-        ("hollins-vale/summary.csv", WRITTEN), ("westmarch/summary.csv", WRITTEN),
-        ("hollins-vale/review.csv", WRITTEN), ("westmarch/review.csv", WRITTEN),
+        ("hollins-vale/summary.csv", WRITTEN), ("hollins-vale/review.csv", WRITTEN),
+        ("westmarch/summary.csv", WRITTEN), ("westmarch/review.csv", WRITTEN),
         ("councils_by_code.csv", WRITTEN),
     ]
     for r in results:

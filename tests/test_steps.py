@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 
 from dataclasses import replace
 
@@ -10,7 +11,7 @@ import pytest
 
 from pipeline import steps
 from pipeline.errors import RoundError
-from conftest import query, run_steps
+from conftest import SAMPLE_ROUND, query, run_steps
 
 
 def run_all(round_dir, settings):
@@ -111,6 +112,32 @@ def test_rerun_of_unchanged_round_does_no_new_work(small_round, settings):
     assert {e.status for e in exports} == {"unchanged"}
     assert query(settings, "SELECT count(*) FROM passages")[0][0] == passages_before
     assert query(settings, "SELECT count(*) FROM transcripts")[0][0] == 3
+
+
+def test_one_new_interview_rewrites_only_its_council_and_the_cross_council_files(small_round, settings):
+    run_all(small_round, settings)
+    out = settings.out_dir
+    before = {p.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    fenley_summary = (out / "fenley" / "summary.csv").read_bytes()
+    shutil.copy(SAMPLE_ROUND / "FEN-01.md", small_round / "FEN-01.md")  # a second Fenley interview
+
+    ingest, embed, code, exports = run_all(small_round, settings)
+
+    assert ingest.new == ["FEN-01.md"] and embed["embedded"] > 0 and code["coded"] > 0
+    status = {e.path.relative_to(out).as_posix(): e.status for e in exports}
+    changed = {name for name, s in status.items() if s != "unchanged"}
+    assert {"fenley/review.csv", "fenley/summary.csv", "fenley/report.html"} <= changed
+    assert changed <= {"fenley/review.csv", "fenley/summary.csv", "fenley/report.html", "councils_by_code.csv",
+                       "index.html"}
+    for council in ("westmarch", "hollins-vale"):
+        for name in ("review.csv", "summary.csv", "report.html"):
+            assert status[f"{council}/{name}"] == "unchanged"
+            assert (out / council / name).stat().st_mtime_ns == before[f"{council}/{name}"]
+    assert (out / "fenley" / "summary.csv").read_bytes() != fenley_summary
+    fenley_rows = list(csv.DictReader(open(out / "fenley" / "review.csv", encoding="utf-8-sig")))
+    assert {r["interview_id"] for r in fenley_rows} == {"FEN-01", "FEN-03"}
+    matrix = {r["council"]: r for r in csv.DictReader(open(out / "councils_by_code.csv", encoding="utf-8-sig"))}
+    assert set(matrix) == {"Fenley", "Hollins Vale", "Westmarch", "councils with code"}
 
 
 def test_changed_file_becomes_a_new_version_and_old_passages_stay_readable(small_round, settings):
