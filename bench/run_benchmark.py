@@ -21,13 +21,14 @@ from pathlib import Path
 import duckdb
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from make_corpus import write_interviews  # noqa: E402
 
 
-def measure(*args: str) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_LOGGING_LEVEL": "WARNING"}
+def measure(*args: str, env: dict | None = None) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_LOGGING_LEVEL": "WARNING", **(env or {})}
     done = subprocess.run([sys.executable, str(HERE / "measure.py"), *args], capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("MEASURE ")]
     if done.returncode != 0 or not lines:
@@ -43,67 +44,180 @@ def last_run(db: Path) -> dict:
         con.close()
 
 
-def bench_size(work: Path, size: int, add_one: bool) -> dict:
-    round_dir, db, out = work / f"round-{size}", work / f"q-{size}.duckdb", work / f"reports-{size}"
-    for path in (round_dir, out):
-        shutil.rmtree(path, ignore_errors=True)
+def active_codings(db: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """{passage id: (top-scoring code, applied codes)} under the database's active coder."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        coder = con.execute("SELECT coder_id FROM coders WHERE activated_at IS NOT NULL "
+                            "ORDER BY activated_at DESC LIMIT 1").fetchone()[0]
+        rows = con.execute(
+            "SELECT p.passage_id, arg_max(c.code_id, c.score), "
+            "       list(c.code_id ORDER BY c.code_id) FILTER (WHERE c.applied) "
+            "FROM passages p LEFT JOIN codings c ON c.passage_id = p.passage_id AND c.coder_id = ? "
+            "WHERE p.retired_at IS NULL GROUP BY p.passage_id", [coder]).fetchall()
+    finally:
+        con.close()
+    return {pid: (top, tuple(applied or ())) for pid, top, applied in rows}
+
+
+def agreement(db_a: Path, db_b: Path) -> dict:
+    """Share of passages with identical applied codes, and with the same top code, between two databases."""
+    a, b = active_codings(db_a), active_codings(db_b)
+    common = sorted(set(a) & set(b))
+    scored = [pid for pid in common if a[pid][0] is not None and b[pid][0] is not None]
+    return {"passages": len(common),
+            "identical_codes": sum(a[p][1] == b[p][1] for p in common) / len(common),
+            "identical_top1": sum(a[p][0] == b[p][0] for p in scored) / len(scored) if scored else float("nan")}
+
+
+def fresh(work: Path, name: str) -> tuple[Path, Path]:
+    db, out = work / f"{name}.duckdb", work / f"reports-{name}"
+    shutil.rmtree(out, ignore_errors=True)
     for path in (db, Path(f"{db}.wal"), Path(f"{db}.lock")):
         path.unlink(missing_ok=True)
+    return db, out
+
+
+def flow_total(db: Path) -> float:
+    return last_run(db)["seconds"]["total"]
+
+
+def bench_size(work: Path, size: int, largest: bool) -> dict:
+    round_dir = work / f"round-{size}"
+    shutil.rmtree(round_dir, ignore_errors=True)
     write_interviews(round_dir, size)
+    db, out = fresh(work, f"q-{size}")
     cold = measure("run", str(round_dir), str(db), str(out))
     cold_report = last_run(db)
-    encode = measure("encode", str(db))
+    encode = measure("encode", str(db), "torch")
     warm = measure("run", str(round_dir), str(db), str(out))
     warm_report = last_run(db)
     passages = cold_report["embed"]["passages"]
     row = {
         "interviews": size, "passages": passages, "texts_embedded": cold_report["embed"]["embedded"],
+        "backend": "torch" if "+int8" not in cold_report["embed"]["model_id"] else "onnx-int8",
         "cold_seconds": cold["seconds"], "cold_flow_seconds": cold_report["seconds"],
-        "pipeline_passages_per_s": passages / cold["seconds"],
-        "bare_encode_seconds": encode["seconds"], "bare_passages_per_s": encode["texts"] / encode["seconds"],
+        "bare_encode_seconds": encode["seconds"], "bare_load_seconds": encode["load_seconds"],
         "cold_peak_rss_mb": cold["peak_rss_mb"], "bare_encode_peak_rss_mb": encode["peak_rss_mb"],
         "warm_seconds": warm["seconds"], "warm_embedded": warm_report["embed"]["embedded"],
         "warm_coded": warm_report["code"]["coded"], "warm_flow_seconds": warm_report["seconds"],
     }
-    row["throughput_ratio"] = row["pipeline_passages_per_s"] / row["bare_passages_per_s"]
-    if add_one:
+    # the same distinct texts either way: the ratio is bare encode's time over the whole command's
+    row["throughput_ratio"] = (encode["seconds"] + encode["load_seconds"]) / cold["seconds"]
+    row["flow_throughput_ratio"] = (encode["seconds"] + encode["load_seconds"]) / cold_report["seconds"]["total"]
+    if largest:
         write_interviews(round_dir, 1, start=size)
         one = measure("run", str(round_dir), str(db), str(out))
         one_report = last_run(db)
         row.update(add_one_seconds=one["seconds"], add_one_embedded=one_report["embed"]["embedded"],
-                   add_one_ratio=one["seconds"] / cold["seconds"], add_one_flow_seconds=one_report["seconds"])
+                   add_one_ratio=one["seconds"] / cold["seconds"], add_one_flow_seconds=one_report["seconds"],
+                   add_one_flow_ratio=one_report["seconds"]["total"] / cold_report["seconds"]["total"],
+                   add_one_reports_written=sum(e["status"] != "unchanged" for e in one_report["exports"]),
+                   reports=len(one_report["exports"]))
+        int8_db, int8_out = fresh(work, f"q-{size}-int8")
+        int8_cold = measure("run", str(round_dir), str(int8_db), str(int8_out), "--backend", "onnx-int8")
+        int8_encode = measure("encode", str(db), "onnx-int8")
+        row.update(int8_cold_seconds=int8_cold["seconds"], int8_flow_seconds=last_run(int8_db)["seconds"],
+                   int8_bare_encode_seconds=int8_encode["seconds"],
+                   int8_speedup_bare=encode["seconds"] / int8_encode["seconds"],
+                   int8_agreement=agreement(db, int8_db), int8_peak_rss_mb=int8_cold["peak_rss_mb"])
+        row.update(dask=bench_dask(work, round_dir, db, size))
     print(json.dumps(row), flush=True)
     return row
 
 
-def write_results(rows: list[dict], path: Path, command: str) -> None:
+def bench_dask(work: Path, round_dir: Path, reference_db: Path, size: int) -> dict:
+    """The same round with encoding and scoring on a local Dask cluster of 2 single-threaded worker processes."""
+    port = 8786
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", str(port),
+                                  "--dashboard-address", ":0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", f"tcp://127.0.0.1:{port}",
+                                "--nworkers", "2", "--nthreads", "1", "--memory-limit", "6GiB"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=one_thread, cwd=ROOT)
+    try:
+        from distributed import Client
+
+        with Client(f"tcp://127.0.0.1:{port}", timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        db, out = fresh(work, f"q-{size}-dask")
+        run = measure("run", str(round_dir), str(db), str(out), "--dask", f"tcp://127.0.0.1:{port}")
+        return {"workers": 2, "threads_per_worker": 1, "seconds": run["seconds"], "flow_seconds": last_run(db)["seconds"],
+                "agreement_with_in_process": agreement(reference_db, db)}
+    finally:
+        workers.terminate()
+        scheduler.terminate()
+        workers.wait(30)
+        scheduler.wait(30)
+
+
+def bench_sample(work: Path) -> dict:
+    """Agreement of the int8 backend with torch on the sample round."""
+    torch_db, torch_out = fresh(work, "sample-torch")
+    int8_db, int8_out = fresh(work, "sample-int8")
+    sample = ROOT / "transcripts_sample"
+    measure("run", str(sample), str(torch_db), str(torch_out), "--backend", "torch")
+    measure("run", str(sample), str(int8_db), str(int8_out), "--backend", "onnx-int8")
+    return agreement(torch_db, int8_db)
+
+
+def write_results(rows: list[dict], sample: dict, path: Path, command: str) -> None:
+    big = rows[-1]
     lines = [
         "# qcode benchmark results", "",
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, CPU only (torch)",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, CPU only",
         f"- command: `{command}`",
         "- corpus: `bench/make_corpus.py` (interviews of 16 respondent turns of 4-9 sentences drawn, seeded, "
-        "from the sample round's respondent sentences: new combinations, though some passages repeat another's "
-        "text, which the embedding cache encodes once; see 'distinct texts')", "",
-        "`qcode run` times are whole commands in a fresh process: Prefect's temporary server (about 10 s), "
-        "model load, ingest, anonymisation, segmentation, embedding, coding and reports. The bare encode is "
-        "`SentenceTransformer.encode(batch_size=64)` on the same passages' distinct texts, model load excluded; "
-        "the ratio compares passages per second of each.", "",
-        "| interviews | passages | distinct texts | qcode run cold (s) | pipeline passages/s | bare encode passages/s | ratio | "
-        "warm rerun (s) | warm embeddings | +1 interview (s) | +1 / cold | +1 embeddings | peak RSS cold (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "from the sample round's respondent sentences; some passages repeat another's text, which the embedding "
+        "cache encodes once, so every comparison below is on the same distinct texts)", "",
+        "`qcode run` times are whole commands in a fresh process (Prefect's temporary server, imports, model load, "
+        "ingest with anonymisation and segmentation, embedding, coding, reports); flow times are inside the flow. "
+        "The bare encode is the same encoder on the same distinct texts with nothing around it, model load timed "
+        "apart; throughput ratio = (bare load + encode) / qcode run.", "",
+        "| interviews | passages | distinct texts | backend | qcode run cold (s) | flow (s) | bare encode (s) | "
+        "ratio (command) | ratio (flow) | warm rerun (s) | warm embeddings | peak RSS cold (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['interviews']} | {r['passages']} | {r['texts_embedded']} | {r['cold_seconds']:.1f} | {r['pipeline_passages_per_s']:.1f} | "
-            f"{r['bare_passages_per_s']:.1f} | {r['throughput_ratio']:.2f} | {r['warm_seconds']:.1f} | "
-            f"{r['warm_embedded']} | {r.get('add_one_seconds', float('nan')):.1f} | {r.get('add_one_ratio', float('nan')):.3f} | "
-            f"{r.get('add_one_embedded', '')} | {r['cold_peak_rss_mb']:.0f} |")
-    lines += ["", "Stage seconds inside the flow (cold, warm, +1):", ""]
+            f"| {r['interviews']} | {r['passages']} | {r['texts_embedded']} | {r['backend']} | {r['cold_seconds']:.1f} | "
+            f"{r['cold_flow_seconds']['total']:.1f} | {r['bare_encode_seconds'] + r['bare_load_seconds']:.1f} | "
+            f"{r['throughput_ratio']:.2f} | {r['flow_throughput_ratio']:.2f} | {r['warm_seconds']:.1f} | "
+            f"{r['warm_embedded']} | {r['cold_peak_rss_mb']:.0f} |")
+    lines += ["", f"Peak RSS at {big['interviews']} interviews / at {rows[0]['interviews']}: "
+              f"{big['cold_peak_rss_mb'] / rows[0]['cold_peak_rss_mb']:.3f}.", ""]
+    if "add_one_seconds" in big:
+        lines += [
+            f"One new interview added to the {big['interviews']}: {big['add_one_embedded']} texts embedded, "
+            f"{big['add_one_reports_written']} of {big['reports']} report files rewritten; "
+            f"{big['add_one_flow_seconds']['total']:.2f} s in the flow = {big['add_one_flow_ratio']:.3f} of the cold "
+            f"flow; {big['add_one_seconds']:.1f} s for the whole command = {big['add_one_ratio']:.3f} of the cold command.",
+            "",
+            "int8 ONNX backend against torch fp32:", "",
+            "| set | passages | identical applied codes | identical top code | bare encode speed-up |",
+            "|---|---|---|---|---|",
+            f"| sample round (transcripts_sample/) | {sample['passages']} | {sample['identical_codes']:.3f} | "
+            f"{sample['identical_top1']:.3f} | |",
+            f"| {big['interviews']}-interview corpus | {big['int8_agreement']['passages']} | "
+            f"{big['int8_agreement']['identical_codes']:.3f} | {big['int8_agreement']['identical_top1']:.3f} | "
+            f"{big['int8_speedup_bare']:.2f}x ({big['bare_encode_seconds']:.1f} s vs {big['int8_bare_encode_seconds']:.1f} s) |",
+            "",
+            f"`qcode run --backend onnx-int8` cold on the {big['interviews'] + 1} interviews: {big['int8_cold_seconds']:.1f} s "
+            f"(flow {big['int8_flow_seconds']['total']:.1f} s), peak RSS {big['int8_peak_rss_mb']:.0f} MB.", ""]
+        dask = big["dask"]
+        lines += [f"Dask (`--dask`, local cluster of {dask['workers']} worker processes x {dask['threads_per_worker']} "
+                  f"thread) on the {big['interviews'] + 1} interviews: {dask['seconds']:.1f} s (flow "
+                  f"{dask['flow_seconds']['total']:.1f} s) against {big['cold_seconds']:.1f} s in-process; identical "
+                  f"applied codes {dask['agreement_with_in_process']['identical_codes']:.4f}, identical top code "
+                  f"{dask['agreement_with_in_process']['identical_top1']:.4f} of "
+                  f"{dask['agreement_with_in_process']['passages']} passages.", ""]
+    lines += ["Stage seconds inside the flow:", ""]
     for r in rows:
         lines.append(f"- {r['interviews']} interviews: cold {r['cold_flow_seconds']}; warm {r['warm_flow_seconds']}"
                      + (f"; +1 {r['add_one_flow_seconds']}" if "add_one_flow_seconds" in r else ""))
-    lines += ["", "Raw figures:", "", "```", *(json.dumps(r) for r in rows), "```", ""]
+    lines += ["", "Raw figures:", "", "```", json.dumps({"sample_int8_agreement": sample}),
+              *(json.dumps(r) for r in rows), "```", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -114,8 +228,10 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    rows = [bench_size(args.work, size, add_one=(size == max(args.sizes))) for size in args.sizes]
-    write_results(rows, args.results, "python " + " ".join(sys.argv))
+    sample = bench_sample(args.work)
+    print(json.dumps({"sample_int8_agreement": sample}), flush=True)
+    rows = [bench_size(args.work, size, largest=(size == max(args.sizes))) for size in args.sizes]
+    write_results(rows, sample, args.results, "python " + " ".join(sys.argv))
     print(f"results in {args.results}")
 
 

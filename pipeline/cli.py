@@ -43,6 +43,24 @@ def _connect_prefect(settings: Settings, quiet: bool = True) -> None:
     connect(lambda line: click.echo(line, err=True))
 
 
+def _import_libraries_in_background():
+    """Import torch, sentence-transformers and spaCy while Prefect's server starts: about 5 s that the flow
+    would otherwise spend importing. Nothing is loaded; a library that fails to import fails again, with its
+    error, where the flow needs it."""
+    import threading
+
+    def work() -> None:
+        try:
+            import sentence_transformers  # noqa: F401
+            import spacy  # noqa: F401
+        except Exception:  # noqa: BLE001 - reported where it is used
+            pass
+
+    thread = threading.Thread(target=work, name="qcode-imports", daemon=True)
+    thread.start()
+    return thread
+
+
 class QcodeGroup(click.Group):
     """Every failure ends in one line on the terminal and exit code 1; a traceback goes to a log file."""
 
@@ -156,7 +174,9 @@ def run(round_dir: Path, dask_address: str | None, wait: float, **options) -> No
                          "files directly in the round folder (not in sub-folders)")
     settings.prepare_folders()
     with _locked(settings, f"qcode run {round_dir}", wait):  # before the server starts: a busy database fails fast
+        imports = _import_libraries_in_background()
         _connect_prefect(settings)
+        imports.join()
         from flows.nightly import task_runner_for
         from flows.run_round import run_round
 

@@ -242,6 +242,9 @@ def active_encoder(settings: Settings, store: Store, codebook: Codebook):
     return trained.embedder if trained else inference_encoder(settings, base, codebook)
 
 
+_told_int8_differs: set[Path] = set()
+
+
 def inference_encoder(settings: Settings, embedder, codebook: Codebook):
     """``embedder`` on the backend that computes coding vectors: its int8 ONNX copy when that agrees with fp32
     (``backend = "auto"``, the default) or is asked for (``"onnx-int8"``); torch fp32 otherwise.
@@ -258,8 +261,10 @@ def inference_encoder(settings: Settings, embedder, codebook: Codebook):
         card = build_int8_copy(embedder.model, embedder.model_id, folder, codebook, settings.embed_batch_size)
         log.info("int8 copy against fp32 on the codebook's texts: %s", card["calibration"])
     if not card["agrees_with_fp32"] and settings.backend == "auto":
-        log.warning("the int8 copy of %s differs from fp32 beyond the bar (%s); coding with torch fp32",
-                    embedder.model_id, card["calibration"])
+        if folder not in _told_int8_differs:  # once per process, not once per step
+            _told_int8_differs.add(folder)
+            log.warning("the int8 copy of %s differs from fp32 beyond the bar (%s); coding with torch fp32 "
+                        "(--backend onnx-int8 uses it anyway)", embedder.model_id, card["calibration"])
         return embedder
     return load_embedder(embedder.model_name, embedder.batch_size, str(folder.resolve()))
 
