@@ -354,17 +354,6 @@ def round_facts(store: Store, codebook: Codebook) -> RoundFacts:
                       run_started=started.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if started else "")
 
 
-def write_round_html(out_dir: Path, store: Store, codebook: Codebook, passages: list[CodedPassage],
-                     written_by_qcode: WrittenByQcode, remember: RememberExport | None = None) -> list[ExportResult]:
-    """Write index.html and each council's report.html under ``out_dir``; a page already as it would be is left."""
-    out_dir = Path(out_dir)
-    facts, reviewer_codes = round_facts(store, codebook), store.reviewer_codes()
-    results = [write_council_page(out_dir, council, council_passages, codebook, facts, reviewer_codes,
-                                  written_by_qcode, remember)
-               for council, council_passages in _by_council(passages).items()]
-    return [write_index_page(out_dir, passages, codebook, facts, written_by_qcode, remember)] + results
-
-
 def write_council_page(out_dir: Path, council: str, passages: list[CodedPassage], codebook: Codebook,
                        facts: RoundFacts, reviewer_codes: dict[str, dict[str, tuple[str, ...]]],
                        written_by_qcode: WrittenByQcode, remember: RememberExport | None = None) -> ExportResult:
