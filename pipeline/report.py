@@ -61,11 +61,12 @@ def write_export(path: Path, data: bytes, written_by_qcode: WrittenByQcode, *, p
     return ExportResult(path, new_hash, WRITTEN)
 
 
-def _by_council(passages: list[CodedPassage]) -> dict[str, list[CodedPassage]]:
-    by_council: dict[str, list[CodedPassage]] = defaultdict(list)
+def by_council(passages: list[CodedPassage]) -> dict[str, list[CodedPassage]]:
+    """Passages grouped by council, councils in name order."""
+    grouped: dict[str, list[CodedPassage]] = defaultdict(list)
     for p in passages:
-        by_council[p.council].append(p)
-    return dict(sorted(by_council.items()))
+        grouped[p.council].append(p)
+    return dict(sorted(grouped.items()))
 
 
 RecordExport = Callable[[ReviewExport], None]
@@ -81,7 +82,7 @@ def write_review_files(out_dir: Path, passages: list[CodedPassage], codebook: Co
     file is written, so no file ever carries an id the database does not know.
     """
     results = []
-    for council, council_passages in _by_council(passages).items():
+    for council, council_passages in by_council(passages).items():
         export = review_export(council, council_passages)
         if record_export:
             record_export(export)
@@ -97,7 +98,7 @@ def write_reports(out_dir: Path, passages: list[CodedPassage], codebook: Codeboo
                   record_export: RecordExport | None = None) -> list[ExportResult]:
     """summary.csv and review.csv per council, and councils_by_code.csv across councils."""
     results = []
-    for council, council_passages in _by_council(passages).items():
+    for council, council_passages in by_council(passages).items():
         results += write_council_reports(out_dir, council, council_passages, codebook, written_by_qcode, remember,
                                          record_export)
     results.append(write_councils_by_code(out_dir, passages, codebook, written_by_qcode, remember))

@@ -36,7 +36,8 @@ from pipeline.int8 import build_int8_copy, int8_folder
 from pipeline.int8 import read_card as read_int8_card
 from pipeline.ingest import (META_FIELDS, body_findings, personal_data_reason, read_known_names, read_round,
                              record_unexpected_failure, round_key, round_warnings, split_turns)
-from pipeline.report import UNCHANGED, ExportResult, write_council_reports, write_councils_by_code, write_run_report
+from pipeline.report import (UNCHANGED, ExportResult, by_council, write_council_reports, write_councils_by_code,
+                             write_run_report)
 from pipeline.review import ReviewExport
 from pipeline.schemas import Codebook, CodedPassage, IngestReport, Quarantined, SegmentedTranscript, Transcript, slugify
 from pipeline.segment import segment_turns
@@ -462,7 +463,7 @@ def write_round_reports(settings: Settings, run_id: str) -> list[ExportResult]:
                 for batch in _batches(stale, sizes, EMBED_CHUNK):  # a few thousand passages in memory at a time
                     passages = explain_suggestions(councils_passages(store, batch), codebook, embedder, store,
                                                    evidence=evidence)
-                    for council, council_passages in _by_council(passages).items():
+                    for council, council_passages in by_council(passages).items():
                         files = write_council_reports(out_dir, council, council_passages, codebook, written, remember,
                                                       review_export_recorder(store))
                         files.append(write_council_page(out_dir, council, council_passages, codebook, facts,
@@ -510,13 +511,6 @@ def _batches(councils: list[str], sizes: dict[str, int], limit: int):
         total += sizes[council]
     if batch:
         yield batch
-
-
-def _by_council(passages: list[CodedPassage]) -> dict[str, list[CodedPassage]]:
-    grouped: dict[str, list[CodedPassage]] = {}
-    for p in passages:
-        grouped.setdefault(p.council, []).append(p)
-    return grouped
 
 
 def _digest(value) -> str:
