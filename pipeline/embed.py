@@ -90,7 +90,6 @@ class Embedder:
         self.batch_size = batch_size
         self.int8 = int8
         self._location, self.model_id = resolve_model(model_name)
-        self.fp32_model_id = self.model_id
         self._model = None
         self._onnx = None
         if int8:

@@ -74,12 +74,20 @@ def read_card(folder: Path) -> dict | None:
         card = json.loads((folder / CARD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if card.get("format") != FORMAT or not (folder / ONNX_FILE).exists():
+    onnx_file = folder / ONNX_FILE
+    if card.get("format") != FORMAT or not onnx_file.exists():
         return None
-    if _sha256(folder / ONNX_FILE) != card.get("onnx_sha256"):
-        log.warning("%s does not match its card (changed on disk); it will be rebuilt", folder / ONNX_FILE)
+    seen = (onnx_file.stat().st_mtime_ns, onnx_file.stat().st_size, card.get("onnx_sha256"))
+    if _verified.get(onnx_file) == seen:  # every step asks; hash the 58 MB file once per process unless it changes
+        return card
+    if _sha256(onnx_file) != card.get("onnx_sha256"):
+        log.warning("%s does not match its card (changed on disk); it will be rebuilt", onnx_file)
         return None
+    _verified[onnx_file] = seen
     return card
+
+
+_verified: dict[Path, tuple] = {}
 
 
 def build_int8_copy(model, model_id: str, folder: Path, codebook: Codebook, batch_size: int = 64,
