@@ -177,8 +177,8 @@ def embed_passages(settings: Settings) -> dict:
 def coding_encoder(settings: Settings, codebook: Codebook | None = None):
     """The encoder that embeds passages for coding: the base model tuned on this codebook, or the base itself.
 
-    The tuned encoder is built on first use for a codebook version (125 s on
-    2 cores, with a progress bar in a terminal) and reused from
+    The tuned encoder is built on first use for a codebook version (on 2 cores about 12 minutes for mpnet,
+    2 for MiniLM, with a progress bar in a terminal) and reused from
     ``Settings.tuned_encoders_dir`` (``models/encoders/``) after that. With
     ``tune_encoder`` off, the base model (``--model``) is used as it is.
     """
@@ -189,8 +189,8 @@ def coding_encoder(settings: Settings, codebook: Codebook | None = None):
     params = TuningParams()
     folder = encoder_folder(settings.tuned_encoders_dir, base.model_id, codebook, params)
     if not tuned_encoder_usable(folder):
-        log.warning("tuning the encoder on codebook %s (once per codebook version; about 2 minutes on 2 cores)",
-                    codebook.version)
+        log.warning("tuning %s on codebook %s (once per codebook version and encoder; on 2 cores about "
+                    "12 minutes for the default mpnet, 2 for MiniLM)", base.model_id, codebook.version)
         with batch_progress("tune encoder") as advance:
             folder = build_tuned_encoder(base.model, base.model_id, codebook, settings.tuned_encoders_dir, params,
                                          advance)
