@@ -1,6 +1,6 @@
 """Coding quality on every labelled set there is, for the current coder and the one it replaced.
 
-Usage: python bench/quality.py [--model NAME] [--models DIR] [--real-dev DIR]
+Usage: python bench/quality.py [--model NAME] [--models DIR] [--real-dev DIR] [--heads-only] [--compare]
 
 Prints one Markdown table: top-1 accuracy and top-3 recall (coded passages),
 micro and macro F1 of the applied codes, how often a passage with no code is
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,8 @@ def main() -> None:
     parser.add_argument("--real-dev", type=Path, default=REAL_DEV)
     parser.add_argument("--heads-only", action="store_true",
                         help="skip the trained rows that tune the encoder on gold per fold (about 15 minutes)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also score the codebook-tuned MiniLM, the encoder the default replaced")
     args = parser.parse_args()
     settings = Settings.load(model_name=args.model, models_dir=args.models)
     codebook = load_codebook(settings.codebook_path)
@@ -103,10 +106,12 @@ def main() -> None:
     else:
         notes.append(f"real-language sets skipped: no folder {args.real_dev}")
     rows = {name: read_labelled_csv(path, codebook.ids) for name, path in sets.items()}
-    coders = {
-        "landed": (load_embedder(settings.model_name, settings.embed_batch_size), landed_prototypes),
-        "current": (coding_encoder(settings, codebook), current_prototypes),
-    }
+    # "landed" is the coder as first shipped (MiniLM, untuned); "current" codes with the chosen encoder
+    # (default or --model) tuned on the codebook; with --compare, also the same recipe on MiniLM, the encoder it replaced.
+    coders = {"landed": (load_embedder("minilm", settings.embed_batch_size), landed_prototypes)}
+    if args.compare:
+        coders["minilm tuned"] = (coding_encoder(replace(settings, model_name="minilm"), codebook), current_prototypes)
+    coders["current"] = (coding_encoder(settings, codebook), current_prototypes)
     code_ids = sorted(codebook.ids)
     table = []
     for coder_name, (embedder, prototypes) in coders.items():

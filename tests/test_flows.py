@@ -52,9 +52,10 @@ def test_qcode_run_end_to_end(prefect_harness, small_round, tmp_path, caplog):
 
 
 def _fresh_user_environment(tmp_path, **extra) -> dict:
-    """The environment of a new user: no Prefect or qcode settings, an empty Prefect home."""
+    """The environment of a new user: no Prefect or qcode settings, an empty Prefect home; but the suite's
+    encoder (tuning the default mpnet takes 10-15 minutes, so the suite codes with MiniLM: see conftest)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "QCODE_"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), **extra)
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), QCODE_MODEL=os.environ["QCODE_MODEL"], **extra)
     return env
 
 
