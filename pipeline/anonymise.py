@@ -248,7 +248,6 @@ class Anonymiser:
     def __init__(self, known_names=(), allow=(), *, ner: bool = True):
         self.known_names = tuple(n.strip() for n in known_names if n and n.strip())
         self.allow = tuple(a.strip() for a in allow if a and a.strip())
-        self.common = common_words()
         full, parts = [], set()
         for name in map(normalise, self.known_names):
             words = [w for w in re.split(r"[ -]+", name) if w]
@@ -272,6 +271,11 @@ class Anonymiser:
 
             self._nlp = load_ner()
         return self._nlp
+
+    @property
+    def common(self) -> frozenset[str]:
+        """Common English words (``common_words``), read on first use: spaCy's stop words import spaCy."""
+        return common_words()
 
     @property
     def dictionary(self) -> frozenset[str]:

@@ -114,6 +114,7 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
         log.warning("quarantined %s: %s", q.source, q.reason)
     embedder = None
     with Store(settings.db_path) as store:
+        holders = store.file_holders(round_key(round_dir))  # what claiming an unchanged file would find
         for transcript in tqdm(transcripts, desc="ingest", unit="file", disable=None):
             if transcript.dropped_keys:
                 warning = (f"{transcript.source}: front-matter key(s) {', '.join(transcript.dropped_keys)} are not "
@@ -123,7 +124,9 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
             source_key = hashlib.sha256(f"{transcript.source_hash}:{fingerprint}".encode()).hexdigest()[:32]
             current = store.current_transcript(transcript.meta.key)
             if current and current[2] == source_key:
-                store.claim_file(transcript.meta.key, transcript.source, transcript.round_key, transcript.file_key)
+                if holders.get(transcript.file_key) != [(transcript.meta.key, transcript.source)]:
+                    # renamed, relabelled, stored before files had keys, or held with another interview
+                    store.claim_file(transcript.meta.key, transcript.source, transcript.round_key, transcript.file_key)
                 report.unchanged.append(transcript.source)
                 continue
             embedder = embedder or load_embedder(settings.model_name, settings.embed_batch_size)
