@@ -191,9 +191,19 @@ def redact_file_name(redact, name: str) -> tuple[str, Counter]:
     >>> redact_file_name(Anonymiser(ner=False).redact, "Dr_Esme_Ravensworth.md")[0]
     'Dr [PERSON].md'
     """
-    path = Path(name)
-    gated, found = redact(str(path.with_suffix("")).replace("_", " "))
-    return gated + path.suffix, found
+    gated, found = redact(file_name_words(name))
+    return gated + Path(name).suffix, found
+
+
+def file_name_words(name: str) -> str:
+    """What of a file name the gate reads: its stem, underscores as spaces.
+
+    Examples
+    --------
+    >>> file_name_words("Dr_Esme_Ravensworth.md")
+    'Dr Esme Ravensworth'
+    """
+    return str(Path(name).with_suffix("")).replace("_", " ")
 
 
 def _phone_digits_ok(candidate: str) -> bool:
@@ -238,7 +248,6 @@ class Anonymiser:
     def __init__(self, known_names=(), allow=(), *, ner: bool = True):
         self.known_names = tuple(n.strip() for n in known_names if n and n.strip())
         self.allow = tuple(a.strip() for a in allow if a and a.strip())
-        self.common = common_words()
         full, parts = [], set()
         for name in map(normalise, self.known_names):
             words = [w for w in re.split(r"[ -]+", name) if w]
@@ -250,13 +259,39 @@ class Anonymiser:
         self._full = self._alternation(full)
         self._parts = self._alternation([re.escape(p) for p in parts if len(p) >= 2 and p.lower() not in PARTICLES])
         self._allowed = self._phrases(self.allow)
-        self.nlp = None
-        if ner:
-            from pipeline.ner_model import dictionary, load_ner
+        self.ner = ner
+        self._nlp = self._dictionary = None
 
-            self.nlp, self.dictionary = load_ner(), dictionary()
-        else:
-            self.dictionary = self.common
+    @property
+    def nlp(self):
+        """spaCy's entity recogniser (None without ``ner``), loaded and hash-checked on first use, once per
+        process: a run that gates nothing never loads it."""
+        if self.ner and self._nlp is None:
+            from pipeline.ner_model import load_ner
+
+            self._nlp = load_ner()
+        return self._nlp
+
+    @property
+    def common(self) -> frozenset[str]:
+        """Common English words (``common_words``), read on first use: spaCy's stop words import spaCy."""
+        return common_words()
+
+    @property
+    def dictionary(self) -> frozenset[str]:
+        """The English words a capitalised word is checked against: WordNet's with ``ner``, else common words."""
+        if self._dictionary is None:
+            from pipeline.ner_model import dictionary
+
+            self._dictionary = dictionary() if self.ner else self.common
+        return self._dictionary
+
+    def load(self) -> "Anonymiser":
+        """Load the entity model now (it loads on first use otherwise): a missing or altered model raises
+        NerModelError here."""
+        if self.ner:
+            self.nlp, self.dictionary  # noqa: B018 - the properties load them
+        return self
 
     def allowing(self, names) -> "Anonymiser":
         """This gate with more words never redacted as names (a round's council names); models are shared.
@@ -273,6 +308,17 @@ class Anonymiser:
         wider.allow = self.allow + tuple(sorted(set(extra)))
         wider._allowed = self._phrases(wider.allow)
         return wider
+
+    def allowed_spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the allowed phrases match ``text`` (normalised), the only way ``allow`` shapes what is found:
+        a text with the same spans under two gates that differ only in ``allow`` is gated the same by both.
+
+        Examples
+        --------
+        >>> Anonymiser(ner=False).allowing(["Hollins Vale"]).allowed_spans("Hollins  Vale CEO")
+        [(0, 13)]
+        """
+        return [m.span() for m in self._allowed.finditer(normalise(text))] if self._allowed else []
 
     @classmethod
     def _phrases(cls, phrases):

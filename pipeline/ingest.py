@@ -24,13 +24,16 @@ import traceback
 import zipfile
 import zlib
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
-from pipeline.anonymise import Anonymiser, redact_file_name
+from pipeline.anonymise import Anonymiser, file_name_words, redact_file_name
 from pipeline.errors import RoundError, TranscriptError
 from pipeline.schemas import INTERVIEWER, RESPONDENT, Finding, Quarantined, Transcript, TranscriptMeta, Turn
 
@@ -385,13 +388,14 @@ class _RawFile:
     body: str
 
 
-def _read_raw(path: Path, label: str) -> _RawFile:
+def _read_raw(path: Path, gate: Anonymiser) -> _RawFile:
+    """Read a file; an error names it by its label through ``gate`` (the gate reads the name only then)."""
     try:
         data = path.read_bytes()
         raw_text = read_docx_text(path) if path.suffix.lower() == ".docx" else decode_text(data, path)
         meta, body = split_front_matter(raw_text, path)
     except TranscriptError as exc:
-        raise TranscriptError(label, exc.reason) from None
+        raise TranscriptError(file_label(path.name, gate)[0], exc.reason) from None
     return _RawFile(path, data, raw_text, meta, body)
 
 
@@ -409,35 +413,113 @@ def read_transcript(path: Path, manifest_row: dict[str, str] | None = None, gate
     council name is never redacted as a person's name.
     """
     gate = gate or Anonymiser()
-    label = file_label(path.name, gate)[0]
-    raw = _read_raw(path, label)
+    raw = _read_raw(path, gate)
     return _gated_transcript(raw, manifest_row, gate.allowing([_council_of(raw, manifest_row)]), round_id)
 
 
+def _metadata_of(raw: _RawFile, manifest_row: dict[str, str] | None) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """A file's metadata before the gate: (from its manifest row, from its front matter, unknown front-matter keys)."""
+    from_manifest = {k: str(v).strip() for k, v in (manifest_row or {}).items()}
+    from_front = {k: str(v).strip() for k, v in raw.meta.items() if k in META_FIELDS and v not in (None, "")}
+    return from_manifest, from_front, [k for k in raw.meta if k not in META_FIELDS]
+
+
+def _source_hash(raw: _RawFile, manifest_row: dict[str, str] | None) -> str:
+    return hashlib.sha256(raw.data + json.dumps(manifest_row or {}, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def _gated_transcript(raw: _RawFile, manifest_row: dict[str, str] | None, gate: Anonymiser, round_id: str) -> Transcript:
-    path, meta, body = raw.path, raw.meta, raw.body
+    path, body = raw.path, raw.body
     key = file_key(path.name)
     label, name_findings = file_label(path.name, gate)
-    source_hash = hashlib.sha256(raw.data + json.dumps(manifest_row or {}, sort_keys=True).encode()).hexdigest()[:32]
-    from_manifest = {k: str(v).strip() for k, v in (manifest_row or {}).items()}
-    from_front = {k: str(v).strip() for k, v in meta.items() if k in META_FIELDS and v not in (None, "")}
+    from_manifest, from_front, unknown = _metadata_of(raw, manifest_row)
     origin = {k: f" ({MANIFEST})" for k in from_manifest if k not in from_front}
     merged, meta_findings = gate_metadata({**from_manifest, **from_front}, gate, origin)
-    dropped = tuple(sorted({gate.redact(k)[0] for k in meta if k not in META_FIELDS}))
+    dropped = tuple(sorted({gate.redact(k)[0] for k in unknown}))
     if not body.strip():
         raise TranscriptError(label, "is empty (no transcript text after the front matter)")
     if not merged.get("council"):
         raise TranscriptError(label, f"has no council; add 'council:' to its front matter or a row for it in {MANIFEST}")
     # A file without an interview_id is known by its name, or by its key when the name holds personal data.
     merged.setdefault("interview_id", key if name_findings else path.stem)
-    return Transcript(source=label, meta=TranscriptMeta(**{k: merged.get(k, "") for k in META_FIELDS}), text=body,
-                      source_hash=source_hash, file_key=key, round_key=round_id,
-                      findings=tuple(name_findings + meta_findings),
-                      first_line=raw.text[:len(raw.text) - len(body)].count("\n") + 1, dropped_keys=dropped)
+    return _transcript(raw, manifest_row, round_id, label, TranscriptMeta(**{k: merged.get(k, "") for k in META_FIELDS}),
+                       tuple(name_findings + meta_findings), dropped)
 
 
-def read_round(round_dir: Path, gate: Anonymiser | None = None,
-               error_log: Path | None = None) -> tuple[list[Transcript], list[Quarantined]]:
+def _transcript(raw: _RawFile, manifest_row: dict[str, str] | None, round_id: str, label: str, meta: TranscriptMeta,
+                findings: tuple[Finding, ...], dropped: tuple[str, ...]) -> Transcript:
+    """A file's transcript from what the gate made of its name and metadata."""
+    return Transcript(source=label, meta=meta, text=raw.body, source_hash=_source_hash(raw, manifest_row),
+                      file_key=file_key(raw.path.name), round_key=round_id, findings=findings,
+                      first_line=raw.text[:len(raw.text) - len(raw.body)].count("\n") + 1, dropped_keys=dropped)
+
+
+@lru_cache(maxsize=1)
+def _gate_version() -> str:
+    """The gate's code, word list, model hashes and spaCy's version: a new qcode or model gates every file again."""
+    here = Path(__file__).parent
+    try:
+        digest = hashlib.sha256(version("spacy").encode())
+    except PackageNotFoundError:
+        digest = hashlib.sha256()
+    for name in ("anonymise.py", "ingest.py", "schemas.py", "common_words.txt", "ner_model.py", "ner_model.sha256"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def gating_inputs(raw: _RawFile, manifest_row: dict[str, str] | None, gate: Anonymiser, round_id: str) -> str:
+    """A hash of everything the gate's reading of a file's name and metadata depends on.
+
+    The file's name and bytes, its manifest row, the round, the gate's known
+    names and model, its code, and where the phrases it allows (the round's
+    council names) sit in the texts it reads: so a new council elsewhere in the
+    round changes the hash only of a file whose name or metadata holds it.
+    """
+    from_manifest, from_front, unknown = _metadata_of(raw, manifest_row)
+    texts = [file_name_words(raw.path.name), *{**from_manifest, **from_front}.values(), *unknown]
+    described = [_gate_version(), raw.path.name, round_id, manifest_row or {}, gate.known_names, gate.ner,
+                 [gate.allowed_spans(text) for text in texts]]
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode() + b"\0" + raw.data).hexdigest()[:32]
+
+
+class GateMemo:
+    """What the gate made of each file's name and metadata, so a file read again unchanged is not gated again.
+
+    One entry per file (by key): the hash of its gating inputs (``gating_inputs``)
+    and the gated label, metadata, places of findings and dropped key names,
+    all already through the gate, never raw text. ``entries`` is the memo as
+    stored, or a function returning it, called only when a file is looked up.
+    ``kept`` holds the entries of the files read this time, to store for the next.
+    """
+
+    def __init__(self, entries: dict | Callable[[], dict] | None = None):
+        self._load = entries if callable(entries) else (lambda: entries or {})
+        self._entries: dict | None = None
+        self.kept: dict[str, dict] = {}
+
+    def recall(self, raw: _RawFile, manifest_row: dict[str, str] | None, inputs: str,
+               round_id: str) -> Transcript | None:
+        """The transcript the gate gave this file before, if its gating inputs are the same; else None."""
+        if self._entries is None:
+            self._entries = self._load() or {}
+        entry = self._entries.get(file_key(raw.path.name))
+        if not isinstance(entry, dict) or entry.get("inputs") != inputs:
+            return None
+        try:
+            return _transcript(raw, manifest_row, round_id, entry["source"], TranscriptMeta(**entry["meta"]),
+                               tuple(Finding(kind, where) for kind, where in entry["findings"]),
+                               tuple(entry["dropped"]))
+        except (KeyError, TypeError, ValueError):
+            return None  # an entry from another qcode: gate the file again
+
+    def keep(self, transcript: Transcript, inputs: str) -> None:
+        self.kept[transcript.file_key] = {
+            "inputs": inputs, "source": transcript.source, "meta": asdict(transcript.meta),
+            "findings": [[f.kind, f.where] for f in transcript.findings], "dropped": list(transcript.dropped_keys)}
+
+
+def read_round(round_dir: Path, gate: Anonymiser | None = None, error_log: Path | None = None,
+               memo: GateMemo | None = None) -> tuple[list[Transcript], list[Quarantined]]:
     """Every readable transcript of a round, and the files set aside with their reasons.
 
     ``gate`` defaults to one knowing the round's ``known_names.txt``; the
@@ -446,6 +528,10 @@ def read_round(round_dir: Path, gate: Anonymiser | None = None,
     council (steps that gate the bodies allow the councils of the transcripts returned).
     A file that fails in a way nobody foresaw is set aside too, its traceback
     written to ``error_log``: one file never stops the round.
+
+    With a ``memo``, a file whose name, bytes, manifest row and gate are as
+    when the memo was kept gets the transcript the gate gave it then, without
+    gating it again; the entity model is loaded only if some file is gated.
     """
     gate = gate or Anonymiser(read_known_names(round_dir))
     round_id = round_key(round_dir)
@@ -465,17 +551,25 @@ def read_round(round_dir: Path, gate: Anonymiser | None = None,
 
     for path in list_transcript_files(round_dir):
         try:
-            raws.append(_read_raw(path, file_label(path.name, gate)[0]))
+            raws.append(_read_raw(path, gate))
         except Exception as exc:  # noqa: BLE001 - the file boundary: anything sets this file aside, not the round
             set_aside(path, exc)
     gate = gate.allowing([_council_of(raw, manifest.get(raw.path.name)) for raw in raws]
                          + [row.get("council", "") for row in manifest.values()])
+    memo = memo or GateMemo()
+    inputs = [gating_inputs(raw, manifest.get(raw.path.name), gate, round_id) for raw in raws]
+    recalled = [memo.recall(raw, manifest.get(raw.path.name), key, round_id) for raw, key in zip(raws, inputs)]
+    if not all(recalled):
+        gate.load()  # a missing or altered model stops the round here, not file by file
     transcripts: list[Transcript] = []
-    for raw in raws:
+    for raw, key, transcript in zip(raws, inputs, recalled):
         try:
-            transcripts.append(_gated_transcript(raw, manifest.get(raw.path.name), gate, round_id))
+            transcript = transcript or _gated_transcript(raw, manifest.get(raw.path.name), gate, round_id)
         except Exception as exc:  # noqa: BLE001 - as above
             set_aside(raw.path, exc)
+            continue
+        memo.keep(transcript, key)
+        transcripts.append(transcript)
     keys: dict[str, str] = {}
     unique: list[Transcript] = []
     for t in transcripts:

@@ -34,8 +34,8 @@ from pipeline.gold import reconcile_gold
 from pipeline.html_report import LAYOUT_VERSION as HTML_LAYOUT, round_facts, write_council_page, write_index_page
 from pipeline.int8 import build_int8_copy, int8_folder
 from pipeline.int8 import read_card as read_int8_card
-from pipeline.ingest import (META_FIELDS, body_findings, personal_data_reason, read_known_names, read_round,
-                             record_unexpected_failure, round_key, round_warnings, split_turns)
+from pipeline.ingest import (META_FIELDS, GateMemo, body_findings, personal_data_reason, read_known_names,
+                             read_round, record_unexpected_failure, round_key, round_warnings, split_turns)
 from pipeline.report import (UNCHANGED, ExportResult, by_council, write_council_reports, write_councils_by_code,
                              write_run_report)
 from pipeline.review import ReviewExport
@@ -81,7 +81,10 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
     """Read, anonymise, split and segment every new or changed file of a round and store it.
 
     A file whose bytes, manifest row and processing settings are unchanged is
-    recognised by hash and skipped; a file that cannot be used is quarantined
+    recognised by hash and skipped, its name and metadata not gated again (the
+    gate's reading of each file is remembered in the database, see
+    ``GateMemo``): a rerun with one new interview gates that one, and a rerun
+    with none never loads the entity model. A file that cannot be used is quarantined
     with its reason and the others go on, whatever the failure, unless the
     machine itself fails (a full disk, say), which stops the run. Files are
     reported by their gated labels. A file is one interview, known by its path
@@ -91,9 +94,16 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
     """
     round_dir = Path(round_dir)
     known_names = read_known_names(round_dir)
-    gate = Anonymiser(known_names)
+    gate = Anonymiser(known_names)  # its entity model loads only when a file is gated
     error_log = ingest_log(settings, run_id)
-    transcripts, quarantined = read_round(round_dir, gate, error_log)
+    memo_key = f"gated:{round_key(round_dir)}"
+
+    def remembered() -> dict:
+        with Store(settings.db_path) as store:
+            return store.get_state(memo_key) or {}
+
+    memo = GateMemo(remembered)
+    transcripts, quarantined = read_round(round_dir, gate, error_log, memo)
     gate = gate.allowing(t.meta.council for t in transcripts)  # council names in the bodies are not people's names
     fingerprint = processing_fingerprint(settings, known_names)
     report = IngestReport(files_seen=len(transcripts) + len(quarantined), quarantined=list(quarantined),
@@ -104,6 +114,7 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
         log.warning("quarantined %s: %s", q.source, q.reason)
     embedder = None
     with Store(settings.db_path) as store:
+        holders = store.file_holders(round_key(round_dir))  # what claiming an unchanged file would find
         for transcript in tqdm(transcripts, desc="ingest", unit="file", disable=None):
             if transcript.dropped_keys:
                 warning = (f"{transcript.source}: front-matter key(s) {', '.join(transcript.dropped_keys)} are not "
@@ -113,7 +124,9 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
             source_key = hashlib.sha256(f"{transcript.source_hash}:{fingerprint}".encode()).hexdigest()[:32]
             current = store.current_transcript(transcript.meta.key)
             if current and current[2] == source_key:
-                store.claim_file(transcript.meta.key, transcript.source, transcript.round_key, transcript.file_key)
+                if holders.get(transcript.file_key) != [(transcript.meta.key, transcript.source)]:
+                    # renamed, relabelled, stored before files had keys, or held with another interview
+                    store.claim_file(transcript.meta.key, transcript.source, transcript.round_key, transcript.file_key)
                 report.unchanged.append(transcript.source)
                 continue
             embedder = embedder or load_embedder(settings.model_name, settings.embed_batch_size)
@@ -150,6 +163,7 @@ def ingest_round(round_dir: Path, settings: Settings, run_id: str) -> IngestRepo
             getattr(report, status).append(transcript.source)
         present = [t.file_key for t in transcripts] + [q.file_key for q in report.quarantined]  # every file listed
         report.retired = store.retire_missing_files(round_key(round_dir), present)
+        store.set_state(memo_key, memo.kept)  # the files read this time: a file gone is forgotten
     for label in report.retired:
         log.warning("retired %s: it is no longer in the round folder, so its interview leaves the reports "
                     "(reviewers' decisions on it are kept)", label)

@@ -344,6 +344,16 @@ class Store:
             superseded = self._retire_other_interviews_of_file(meta.key, t.round_key, t.file_key, now)
         return "changed" if current or superseded else "new"
 
+    def file_holders(self, round_key: str) -> dict[str, list[tuple[str, str]]]:
+        """The active interviews each file of a round holds, with their stored labels:
+        ``{file_key: [(transcript_key, label), ...]}`` (one each, unless a file was stored before files had keys)."""
+        holders: dict[str, list[tuple[str, str]]] = {}
+        for file, key, label in self.con.execute(
+                "SELECT file_key, transcript_key, source_file FROM transcripts WHERE round_key = ? AND retired_at IS NULL "
+                "ORDER BY file_key, transcript_key", [round_key]).fetchall():
+            holders.setdefault(file, []).append((key, label))
+        return holders
+
     def claim_file(self, transcript_key: str, label: str, round_key: str, file_key: str) -> list[str]:
         """Record that an unchanged interview's file is ``file_key`` in round ``round_key`` (it may have been
         renamed, or stored before files had keys); returns the keys of interviews this retires."""

@@ -80,6 +80,38 @@ def run_steps_fixture():
     return run_steps
 
 
+class GateSpy:
+    """Which files the anonymisation gate read (by name, in order) and how often its entity model was asked for."""
+
+    def __init__(self, monkeypatch):
+        from pipeline import ingest, ner_model
+
+        self.files: list[str] = []
+        self.model_loads = 0
+        gated_transcript, load_ner = ingest._gated_transcript, ner_model.load_ner
+
+        def gated(raw, *args, **kwargs):
+            self.files.append(raw.path.name)
+            return gated_transcript(raw, *args, **kwargs)
+
+        def load():
+            self.model_loads += 1
+            return load_ner()
+
+        monkeypatch.setattr(ingest, "_gated_transcript", gated)
+        monkeypatch.setattr(ner_model, "load_ner", load)
+
+    def reset(self) -> None:
+        self.files.clear()
+        self.model_loads = 0
+
+
+@pytest.fixture
+def gate_spy(monkeypatch) -> GateSpy:
+    """Counts the real gate's work (a spy wrapping it, not a mock: the real gate still runs)."""
+    return GateSpy(monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def coded_template(tmp_path_factory, embedder) -> Path:
     """Two sample interviews (Westmarch, Fenley) coded once per session into q.duckdb and reports/."""

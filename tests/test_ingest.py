@@ -11,6 +11,7 @@ import pytest
 from pipeline.config import Settings
 from pipeline.errors import RoundError, TranscriptError
 from pipeline.ingest import (
+    GateMemo,
     decode_text,
     list_transcript_files,
     read_known_names,
@@ -422,6 +423,61 @@ def test_read_round_on_the_shipped_sample_files(small_round):
     assert sorted(t.meta.key for t in transcripts) == ["fenley/FEN-03", "hollins-vale/HOL-02", "westmarch/WMC-01"]
     fen = next(t for t in transcripts if t.source == "FEN-03.txt")
     assert (fen.meta.council_type, fen.meta.respondent_role, fen.meta.date) == ("district", "politician", "2026-04-03")
+
+
+def memo_round(round_dir: Path) -> Path:
+    """Files whose names and metadata the gate finds things in: a titled name, a known name, an unknown key."""
+    round_dir.mkdir()
+    (round_dir / "known_names.txt").write_text("Helen Marsh\n", encoding="utf-8")
+    (round_dir / "WMC-09.md").write_text(MD_TRANSCRIPT, encoding="utf-8")
+    (round_dir / "Dr Esme Ravensworth.md").write_text(
+        "---\ncouncil: Fenley\nrespondent_role: officer seconded to Marsh Vale\ninterviewer: Helen Marsh\n---\n"
+        "I: What changed?\nR: The budgets.\n", encoding="utf-8")
+    (round_dir / "FEN-07.txt").write_text(TXT_BODY, encoding="utf-8")
+    (round_dir / "manifest.csv").write_text("file,council,respondent_role\nFEN-07.txt,Fenley,Cllr Jo Bell's deputy\n",
+                                            encoding="utf-8")
+    return round_dir
+
+
+def test_read_round_with_a_memo_gates_no_unchanged_file_and_gives_the_same_transcripts(tmp_path, gate_spy):
+    round_dir = memo_round(tmp_path / "round")
+    fresh = read_round(round_dir)
+    memo = GateMemo()
+    assert read_round(round_dir, memo=memo) == fresh
+    assert any(t.findings for t in fresh[0]) and any(t.dropped_keys for t in fresh[0])
+    gate_spy.reset()
+
+    again = read_round(round_dir, memo=GateMemo(memo.kept))
+
+    assert again == fresh and gate_spy.files == [] and gate_spy.model_loads == 0
+
+
+def test_read_round_with_a_memo_regates_what_a_change_could_gate_otherwise(tmp_path, gate_spy):
+    round_dir = memo_round(tmp_path / "round")
+    memo = GateMemo()
+    read_round(round_dir, memo=memo)
+
+    def regated() -> list[str]:
+        nonlocal memo
+        gate_spy.reset()
+        memo = GateMemo(memo.kept)
+        result = read_round(round_dir, memo=memo)
+        gated = sorted(gate_spy.files)
+        assert result == read_round(round_dir)  # what gating every file gives
+        return gated
+
+    (round_dir / "manifest.csv").write_text("file,council,respondent_role\nFEN-07.txt,Fenley,Cllr Jo Bell\n",
+                                            encoding="utf-8")
+    assert regated() == ["FEN-07.txt"]  # its manifest row changed
+    (round_dir / "WMC-09.md").write_text(MD_TRANSCRIPT.replace("pooled", "shared"), encoding="utf-8")
+    assert regated() == ["WMC-09.md"]  # its bytes changed
+    (round_dir / "HOL-01.md").write_text("---\ncouncil: Hollins Vale\n---\nI: q?\nR: a.\n", encoding="utf-8")
+    assert regated() == ["HOL-01.md"]  # a new file from a new council
+    (round_dir / "MV-01.md").write_text("---\ncouncil: Marsh Vale\n---\nI: q?\nR: a.\n", encoding="utf-8")
+    # a new council named in another file's metadata: that file is gated again, with the council allowed
+    assert regated() == ["Dr Esme Ravensworth.md", "MV-01.md"]
+    (round_dir / "known_names.txt").write_text("Helen Marsh\nJo Bell\n", encoding="utf-8")
+    assert len(regated()) == 5  # the gate itself changed
 
 
 # --------------------------------------------------------------------------- split_turns

@@ -114,6 +114,38 @@ def test_rerun_of_unchanged_round_does_no_new_work(small_round, settings):
     assert query(settings, "SELECT count(*) FROM transcripts")[0][0] == 3
 
 
+def test_a_rerun_gates_only_new_files_and_loads_no_entity_model_when_nothing_changed(small_round, settings, gate_spy):
+    first = steps.ingest_round(small_round, settings, steps.new_run_id())
+    assert sorted(gate_spy.files) == ["FEN-03.txt", "HOL-02.docx", "WMC-01.md"]
+    gate_spy.reset()
+
+    again = steps.ingest_round(small_round, settings, steps.new_run_id())
+
+    assert gate_spy.files == [] and gate_spy.model_loads == 0  # recognised by hash: nothing gated, no spaCy
+    assert sorted(again.unchanged) == sorted(first.new) and again.new == again.changed == again.quarantined == []
+    assert again.warnings == first.warnings
+    shutil.copy(SAMPLE_ROUND / "FEN-01.md", small_round / "FEN-01.md")
+
+    plus_one = steps.ingest_round(small_round, settings, steps.new_run_id())
+
+    assert gate_spy.files == ["FEN-01.md"]
+    assert plus_one.new == ["FEN-01.md"] and sorted(plus_one.unchanged) == sorted(first.new)
+
+
+def test_a_changed_manifest_row_regates_and_reprocesses_its_file(small_round, settings, gate_spy):
+    steps.ingest_round(small_round, settings, steps.new_run_id())
+    manifest = small_round / "manifest.csv"
+    manifest.write_text(manifest.read_text(encoding="utf-8").replace(",FEN-03,", ",FEN-03b,"), encoding="utf-8")
+    gate_spy.reset()
+
+    ingest = steps.ingest_round(small_round, settings, steps.new_run_id())
+
+    assert gate_spy.files == ["FEN-03.txt"]
+    assert ingest.changed == ["FEN-03.txt"] and sorted(ingest.unchanged) == ["HOL-02.docx", "WMC-01.md"]
+    active = query(settings, "SELECT interview_id FROM transcripts WHERE council = 'Fenley' AND retired_at IS NULL")
+    assert active == [("FEN-03b",)]  # the interview the file held before is retired
+
+
 def test_one_new_interview_rewrites_only_its_council_and_the_cross_council_files(small_round, settings):
     run_all(small_round, settings)
     out = settings.out_dir
