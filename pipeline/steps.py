@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import uuid
 from collections import Counter
 from contextlib import contextmanager
@@ -203,8 +204,11 @@ def coding_encoder(settings: Settings, codebook: Codebook | None = None):
     params = TuningParams()
     folder = encoder_folder(settings.tuned_encoders_dir, base.model_id, codebook, params)
     if not tuned_encoder_usable(folder):
-        log.warning("tuning %s on codebook %s (once per codebook version and encoder; on 2 cores about "
-                    "12 minutes for the default mpnet, 2 for MiniLM)", base.model_id, codebook.version)
+        notice = (f"tuning {base.model_id} on codebook {codebook.version} (once per codebook version and encoder; "
+                  "on 2 cores about 12 minutes for the default mpnet, 2 for MiniLM)")
+        log.warning("%s", notice)
+        # Said on the terminal too, bar or no bar: a first run otherwise sits silent for minutes.
+        tqdm.write(notice, file=sys.stderr)
         with batch_progress("tune encoder") as advance:
             folder = build_tuned_encoder(base.model, base.model_id, codebook, settings.tuned_encoders_dir, params,
                                          advance)
