@@ -269,14 +269,16 @@ def inference_encoder(settings: Settings, embedder, codebook: Codebook):
     (``backend = "auto"``, the default) or is asked for (``"onnx-int8"``); torch fp32 otherwise.
 
     Training, tuning and model identity stay on the fp32 encoder; the copy is built once per encoder
-    (about 10 s) under ``Settings.tuned_encoders_dir``/int8 and checked against its card on every load.
+    (about 10 s for MiniLM, 1-2 minutes for mpnet) under ``Settings.tuned_encoders_dir``/int8 and checked
+    against its card on every load.
     """
     if settings.backend == "torch":
         return embedder
     folder = int8_folder(settings.tuned_encoders_dir, embedder.model_id)
     card = read_int8_card(folder)
     if card is None:
-        log.warning("building the int8 copy of encoder %s (once per encoder; about 10 s)", embedder.model_id)
+        log.warning("building the int8 copy of encoder %s (once per encoder; 10 s for MiniLM, 1-2 minutes for mpnet)",
+                    embedder.model_id)
         card = build_int8_copy(embedder.model, embedder.model_id, folder, codebook, settings.embed_batch_size)
         log.info("int8 copy against fp32 on the codebook's texts: %s", card["calibration"])
     if not card["agrees_with_fp32"] and settings.backend == "auto":
