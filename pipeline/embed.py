@@ -11,7 +11,6 @@ encoded twice.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from functools import lru_cache
@@ -24,7 +23,7 @@ from tqdm import tqdm
 from pipeline.bundled import BUNDLED, bundled_path
 from pipeline.config import BUNDLED_DEFAULT, DEFAULT_MODEL
 from pipeline.errors import ConfigError
-from pipeline.schemas import text_hash
+from pipeline.schemas import file_sha256, text_hash
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -60,11 +59,7 @@ def _weights_digest(folder: Path) -> str:
     for name in _WEIGHT_FILES:
         weights = folder / name
         if weights.exists():
-            digest = hashlib.sha256()
-            with weights.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            return digest.hexdigest()[:8]
+            return file_sha256(weights)[:8]
     return "local"
 
 

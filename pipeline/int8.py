@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.schemas import Codebook, slugify
+from pipeline.schemas import Codebook, file_sha256, slugify
 
 log = logging.getLogger("qcode.int8")
 
@@ -80,7 +80,7 @@ def read_card(folder: Path) -> dict | None:
     seen = (onnx_file.stat().st_mtime_ns, onnx_file.stat().st_size, card.get("onnx_sha256"))
     if _verified.get(onnx_file) == seen:  # every step asks; hash the 58 MB file once per process unless it changes
         return card
-    if _sha256(onnx_file) != card.get("onnx_sha256"):
+    if file_sha256(onnx_file) != card.get("onnx_sha256"):
         log.warning("%s does not match its card (changed on disk); it will be rebuilt", onnx_file)
         return None
     _verified[onnx_file] = seen
@@ -114,7 +114,7 @@ def build_int8_copy(model, model_id: str, folder: Path, codebook: Codebook, batc
         body = OnnxTransformer(work / ONNX_FILE)
         agreement = measure_agreement(model, body, codebook, batch_size)
         card = {
-            "format": FORMAT, "base_model_id": model_id, "onnx_sha256": _sha256(work / ONNX_FILE),
+            "format": FORMAT, "base_model_id": model_id, "onnx_sha256": file_sha256(work / ONNX_FILE),
             "inputs": input_names, "quantisation": "dynamic int8, per-channel weights, MatMul only",
             "calibration": {"codebook_version": codebook.version, **agreement},
             "bar": {"mean_cosine": bar.mean_cosine, "nearest_code_agreement": bar.nearest_code_agreement},
@@ -217,9 +217,3 @@ def measure_agreement(model, body: OnnxTransformer, codebook: Codebook, batch_si
             "nearest_code_agreement": round(float((nearest_fp32 == nearest_int8).mean()), 4)}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -15,6 +15,15 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes, read in blocks (model weights run to hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def slugify(value: str) -> str:
     """File-system-safe name for a council: 'Hollins Vale' -> 'hollins-vale'."""
     slug = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")

@@ -7,7 +7,6 @@ anonymised text and metadata; raw transcript text never reaches the database.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from contextlib import contextmanager

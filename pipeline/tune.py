@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from pipeline.schemas import Codebook, Code
+from pipeline.schemas import Codebook, Code, file_sha256
 
 log = logging.getLogger("qcode.tune")
 
@@ -216,11 +216,7 @@ def encoder_folder(encoders_dir: Path, base_model_id: str, codebook: Codebook, p
 
 
 def weights_hash(folder: Path) -> str:
-    digest = hashlib.sha256()
-    with open(folder / "model.safetensors", "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(folder / "model.safetensors")
 
 
 _checked: dict[Path, tuple] = {}

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from pipeline import bundled
-from pipeline.bundled import MINILM, MPNET, bundled_path, sha256_of
+from pipeline.bundled import MINILM, MPNET, bundled_path
 from pipeline.embed import Embedder, resolve_model
 from pipeline.errors import ConfigError
+from pipeline.schemas import file_sha256
 
 pytestmark = pytest.mark.slow
 
@@ -25,14 +26,14 @@ def mpnet_home(tmp_path_factory):
 
 def test_minilm_is_the_packaged_model_with_the_upstream_weights():
     folder = bundled_path("minilm")
-    assert sha256_of(folder / "model.safetensors") == MINILM.weights_sha256
+    assert file_sha256(folder / "model.safetensors") == MINILM.weights_sha256
     assert resolve_model("minilm")[1] == "sentence-transformers/all-MiniLM-L6-v2@53aa5117"
 
 
 def test_mpnet_is_reassembled_once_with_the_upstream_weights(mpnet_home):
     folder = mpnet_home / "encoders" / "all-mpnet-base-v2"
     weights = folder / "model.safetensors"
-    assert sha256_of(weights) == MPNET.weights_sha256 and weights.stat().st_size == 437_971_872
+    assert file_sha256(weights) == MPNET.weights_sha256 and weights.stat().st_size == 437_971_872
     assert not list(folder.rglob("desktop.ini"))  # the archive's Windows leftovers stay out
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
     before = weights.stat().st_mtime_ns
@@ -50,7 +51,7 @@ def test_damaged_mpnet_weights_are_reassembled(tmp_path, mpnet_home):
         handle.seek(1000)
         handle.write(b"\x00\x01\x02\x03")
     assert bundled_path("mpnet", home) == weights.parent
-    assert sha256_of(weights) == MPNET.weights_sha256
+    assert file_sha256(weights) == MPNET.weights_sha256
 
 
 def test_missing_parts_say_what_to_install(tmp_path, monkeypatch):
