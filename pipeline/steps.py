@@ -192,7 +192,7 @@ def embed_passages(settings: Settings) -> dict:
 def coding_encoder(settings: Settings, codebook: Codebook | None = None):
     """The encoder that embeds passages for coding: the base model tuned on this codebook, or the base itself.
 
-    The tuned encoder is built on first use for a codebook version (on 2 cores about 12 minutes for mpnet,
+    The tuned encoder is built on first use for a codebook version (on 2 cores about 10 minutes for mpnet,
     2 for MiniLM, with a progress bar in a terminal) and reused from
     ``Settings.tuned_encoders_dir`` (``models/encoders/``) after that. With
     ``tune_encoder`` off, the base model (``--model``) is used as it is.
@@ -205,7 +205,7 @@ def coding_encoder(settings: Settings, codebook: Codebook | None = None):
     folder = encoder_folder(settings.tuned_encoders_dir, base.model_id, codebook, params)
     if not tuned_encoder_usable(folder):
         notice = (f"tuning {base.model_id} on codebook {codebook.version} (once per codebook version and encoder; "
-                  "on 2 cores about 12 minutes for the default mpnet, 2 for MiniLM)")
+                  "on 2 cores about 10 minutes for the default mpnet, 2 for MiniLM)")
         log.warning("%s", notice)
         # Said on the terminal too, bar or no bar: a first run otherwise sits silent for minutes.
         tqdm.write(notice, file=sys.stderr)
@@ -269,7 +269,7 @@ def inference_encoder(settings: Settings, embedder, codebook: Codebook):
     (``backend = "auto"``, the default) or is asked for (``"onnx-int8"``); torch fp32 otherwise.
 
     Training, tuning and model identity stay on the fp32 encoder; the copy is built once per encoder
-    (about 10 s for MiniLM, 1-2 minutes for mpnet) under ``Settings.tuned_encoders_dir``/int8 and checked
+    (about 10 s for MiniLM, 1-2.5 minutes for mpnet) under ``Settings.tuned_encoders_dir``/int8 and checked
     against its card on every load.
     """
     if settings.backend == "torch":
@@ -277,7 +277,7 @@ def inference_encoder(settings: Settings, embedder, codebook: Codebook):
     folder = int8_folder(settings.tuned_encoders_dir, embedder.model_id)
     card = read_int8_card(folder)
     if card is None:
-        log.warning("building the int8 copy of encoder %s (once per encoder; 10 s for MiniLM, 1-2 minutes for mpnet)",
+        log.warning("building the int8 copy of encoder %s (once per encoder; 10 s for MiniLM, 1-2.5 minutes for mpnet)",
                     embedder.model_id)
         card = build_int8_copy(embedder.model, embedder.model_id, folder, codebook, settings.embed_batch_size)
         log.info("int8 copy against fp32 on the codebook's texts: %s", card["calibration"])
