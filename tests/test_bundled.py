@@ -95,8 +95,16 @@ def test_the_default_encoder_codes_a_round(tmp_path, mpnet_home, monkeypatch, ru
     round_dir.mkdir()
     for name in ("WMC-01.md", "manifest.csv", "known_names.txt"):
         shutil.copy(PROJECT_ROOT / "transcripts_sample" / name, round_dir / name)
-    settings = Settings.load(db_path=tmp_path / "q.duckdb", out_dir=tmp_path / "reports", tune_encoder=False,
-                             backend="torch")
+    import yaml
+
+    raw = yaml.safe_load(Settings().codebook_path.read_text(encoding="utf-8"))
+    for code in raw["codes"]:  # a lean codebook: embedding all ~1,300 prototypes with mpnet would take a minute
+        code.pop("restatements", None)
+        code["examples"] = code["examples"][:4]
+    lean = tmp_path / "lean-codebook.yaml"
+    lean.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    settings = Settings.load(db_path=tmp_path / "q.duckdb", out_dir=tmp_path / "reports", codebook_path=lean,
+                             tune_encoder=False, backend="torch")
     assert settings.model_name == "default"
     _, embed, code, _ = run_steps(round_dir, settings)
     [(model_id, dimension)] = query(settings, "SELECT DISTINCT model_id, dimension FROM embeddings")
