@@ -2,11 +2,11 @@
 
 Usage:
   python bench/measure.py run ROUND_DIR DB OUT [qcode run options]   # `qcode run`, in this process
-  python bench/measure.py encode DB torch|onnx-int8                  # bare encoding of the DB's distinct texts
+  python bench/measure.py encode DB torch|onnx|onnx-int8             # bare encoding of the DB's distinct texts
 
 The bare encode uses the encoder qcode codes with (the base model tuned on the codebook) and no qcode code
-around it: ``SentenceTransformer.encode`` for torch, the int8 ONNX session with the model's own tokeniser and
-pooling for onnx-int8. Model loading is timed apart from encoding.
+around it: ``SentenceTransformer.encode`` for torch, the ONNX Runtime session (fp32 or int8 copy) with the
+model's own tokeniser and pooling for onnx and onnx-int8. Model loading is timed apart from encoding.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> None:
         texts = [r[0] for r in con.execute(
             "SELECT DISTINCT ON (text_hash) text FROM passages WHERE retired_at IS NULL ORDER BY text_hash").fetchall()]
         con.close()
-        settings = Settings.load(backend="onnx-int8")
+        settings = Settings.load(backend=backend)
         codebook = load_codebook(settings.codebook_path)
         encoder = steps.coding_encoder(settings, codebook)
         started = time.perf_counter()
@@ -55,11 +55,11 @@ def main() -> None:
             loaded = time.perf_counter()
             model.encode(texts, batch_size=64, normalize_embeddings=True)
         else:
-            from pipeline.int8 import ONNX_FILE, OnnxTransformer
+            from pipeline.onnx_backend import ONNX_FILES, OnnxTransformer
 
-            folder = steps.inference_encoder(settings, encoder, codebook).int8
+            folder = steps.inference_encoder(settings, encoder, codebook).onnx_folder
             model = encoder.model
-            session = OnnxTransformer(Path(folder) / ONNX_FILE)
+            session = OnnxTransformer(Path(folder) / ONNX_FILES[backend])
             loaded = time.perf_counter()
             session.encode(model, texts, 64)
         done = time.perf_counter()

@@ -1,6 +1,6 @@
 """The performance benchmark: throughput vs bare encode, warm reruns, one new interview, peak memory.
 
-Usage: python bench/run_benchmark.py [--sizes 100 1000] [--work DIR] [--results bench/RESULTS.md]
+Usage: python bench/run_benchmark.py [--sizes 100 1000] [--work DIR] [--results bench/RESULTS.md] [--no-dask]
 
 Every figure comes from this one run on this machine; each measured piece runs
 in its own process (bench/measure.py) so peak memory is its own.
@@ -82,29 +82,40 @@ def flow_total(db: Path) -> float:
     return last_run(db)["seconds"]["total"]
 
 
-def bench_size(work: Path, size: int, largest: bool) -> dict:
+def backend_of(model_id: str) -> str:
+    return "onnx-int8" if "+int8@" in model_id else "onnx" if "+onnx@" in model_id else "torch"
+
+
+def bench_size(work: Path, size: int, largest: bool, smallest: bool, dask: bool) -> dict:
     round_dir = work / f"round-{size}"
     shutil.rmtree(round_dir, ignore_errors=True)
     write_interviews(round_dir, size)
     db, out = fresh(work, f"q-{size}")
     cold = measure("run", str(round_dir), str(db), str(out))
     cold_report = last_run(db)
-    encode = measure("encode", str(db), "torch")
+    backend = backend_of(cold_report["embed"]["model_id"])
+    encode = measure("encode", str(db), backend)
+    torch_encode = encode if backend == "torch" else measure("encode", str(db), "torch")
     warm = measure("run", str(round_dir), str(db), str(out))
     warm_report = last_run(db)
     passages = cold_report["embed"]["passages"]
     row = {
         "interviews": size, "passages": passages, "texts_embedded": cold_report["embed"]["embedded"],
-        "backend": "torch" if "+int8" not in cold_report["embed"]["model_id"] else "onnx-int8",
-        "cold_seconds": cold["seconds"], "cold_flow_seconds": cold_report["seconds"],
+        "model_id": cold_report["embed"]["model_id"], "backend": backend, "cold_seconds": cold["seconds"], "cold_flow_seconds": cold_report["seconds"],
         "bare_encode_seconds": encode["seconds"], "bare_load_seconds": encode["load_seconds"],
+        "torch_bare_encode_seconds": torch_encode["seconds"],
+        "speedup_vs_torch_bare": torch_encode["seconds"] / encode["seconds"],
         "cold_peak_rss_mb": cold["peak_rss_mb"], "bare_encode_peak_rss_mb": encode["peak_rss_mb"],
         "warm_seconds": warm["seconds"], "warm_embedded": warm_report["embed"]["embedded"],
         "warm_coded": warm_report["code"]["coded"], "warm_flow_seconds": warm_report["seconds"],
     }
-    # the same distinct texts either way: the ratio is bare encode's time over the whole command's
+    # the same distinct texts on the same backend: the ratio is bare encode's time over the whole command's
     row["throughput_ratio"] = (encode["seconds"] + encode["load_seconds"]) / cold["seconds"]
     row["flow_throughput_ratio"] = (encode["seconds"] + encode["load_seconds"]) / cold_report["seconds"]["total"]
+    if smallest and backend != "torch":
+        torch_db, torch_out = fresh(work, f"q-{size}-torch")
+        measure("run", str(round_dir), str(torch_db), str(torch_out), "--backend", "torch")
+        row["agreement_with_torch"] = agreement(torch_db, db)
     if largest:
         write_interviews(round_dir, 1, start=size)
         one = measure("run", str(round_dir), str(db), str(out))
@@ -119,9 +130,10 @@ def bench_size(work: Path, size: int, largest: bool) -> dict:
         int8_encode = measure("encode", str(db), "onnx-int8")
         row.update(int8_cold_seconds=int8_cold["seconds"], int8_flow_seconds=last_run(int8_db)["seconds"],
                    int8_bare_encode_seconds=int8_encode["seconds"],
-                   int8_speedup_bare=encode["seconds"] / int8_encode["seconds"],
+                   int8_speedup_bare=torch_encode["seconds"] / int8_encode["seconds"],
                    int8_agreement=agreement(db, int8_db), int8_peak_rss_mb=int8_cold["peak_rss_mb"])
-        row.update(dask=bench_dask(work, round_dir, db, size))
+        if dask:
+            row.update(dask=bench_dask(work, round_dir, db, size))
     print(json.dumps(row), flush=True)
     return row
 
@@ -152,71 +164,85 @@ def bench_dask(work: Path, round_dir: Path, reference_db: Path, size: int) -> di
 
 
 def bench_sample(work: Path) -> dict:
-    """Agreement of the int8 backend with torch on the sample round."""
-    torch_db, torch_out = fresh(work, "sample-torch")
-    int8_db, int8_out = fresh(work, "sample-int8")
+    """Agreement of each ONNX backend with torch on the sample round."""
     sample = ROOT / "transcripts_sample"
-    measure("run", str(sample), str(torch_db), str(torch_out), "--backend", "torch")
-    measure("run", str(sample), str(int8_db), str(int8_out), "--backend", "onnx-int8")
-    return agreement(torch_db, int8_db)
+    dbs = {}
+    for backend in ("torch", "onnx", "onnx-int8"):
+        db, out = fresh(work, f"sample-{backend}")
+        measure("run", str(sample), str(db), str(out), "--backend", backend)
+        dbs[backend] = db
+    return {backend: agreement(dbs["torch"], dbs[backend]) for backend in ("onnx", "onnx-int8")}
 
 
 def write_results(rows: list[dict], sample: dict, path: Path, command: str) -> None:
-    big = rows[-1]
+    big, small = rows[-1], rows[0]
     lines = [
         "# qcode benchmark results", "",
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, CPU only",
         f"- command: `{command}`",
+        f"- encoder: `{big['model_id']}` (the default, tuned on the codebook), backend chosen by `auto`",
         "- corpus: `bench/make_corpus.py` (interviews of 16 respondent turns of 4-9 sentences drawn, seeded, "
         "from the sample round's respondent sentences; some passages repeat another's text, which the embedding "
         "cache encodes once, so every comparison below is on the same distinct texts)", "",
         "`qcode run` times are whole commands in a fresh process (Prefect's temporary server, imports, model load, "
         "ingest with anonymisation and segmentation, embedding, coding, reports); flow times are inside the flow. "
-        "The bare encode is the same encoder on the same distinct texts with nothing around it, model load timed "
-        "apart; throughput ratio = (bare load + encode) / qcode run.", "",
+        "The bare encode is the same encoder on the same distinct texts on the same backend with nothing around "
+        "it, model load timed apart; throughput ratio = (bare load + encode) / qcode run.", "",
         "| interviews | passages | distinct texts | backend | qcode run cold (s) | flow (s) | bare encode (s) | "
-        "ratio (command) | ratio (flow) | warm rerun (s) | warm embeddings | peak RSS cold (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "ratio (command) | ratio (flow) | bare torch encode (s) | speed-up vs torch | warm rerun (s) | "
+        "warm embeddings | peak RSS cold (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['interviews']} | {r['passages']} | {r['texts_embedded']} | {r['backend']} | {r['cold_seconds']:.1f} | "
             f"{r['cold_flow_seconds']['total']:.1f} | {r['bare_encode_seconds'] + r['bare_load_seconds']:.1f} | "
-            f"{r['throughput_ratio']:.2f} | {r['flow_throughput_ratio']:.2f} | {r['warm_seconds']:.1f} | "
-            f"{r['warm_embedded']} | {r['cold_peak_rss_mb']:.0f} |")
-    lines += ["", f"Peak RSS at {big['interviews']} interviews / at {rows[0]['interviews']}: "
-              f"{big['cold_peak_rss_mb'] / rows[0]['cold_peak_rss_mb']:.3f}.", ""]
+            f"{r['throughput_ratio']:.2f} | {r['flow_throughput_ratio']:.2f} | {r['torch_bare_encode_seconds']:.1f} | "
+            f"{r['speedup_vs_torch_bare']:.2f}x | {r['warm_seconds']:.1f} | {r['warm_embedded']} | "
+            f"{r['cold_peak_rss_mb']:.0f} |")
+    lines += ["", f"Peak RSS at {big['interviews']} interviews / at {small['interviews']}: "
+              f"{big['cold_peak_rss_mb'] / small['cold_peak_rss_mb']:.3f}.", ""]
+    lines += ["ONNX backends against torch fp32 (share of passages with identical applied codes / the same top code):",
+              "", "| set | passages | onnx (fp32) | onnx-int8 |", "|---|---|---|---|",
+              f"| sample round (transcripts_sample/) | {sample['onnx']['passages']} | "
+              f"{sample['onnx']['identical_codes']:.3f} / {sample['onnx']['identical_top1']:.3f} | "
+              f"{sample['onnx-int8']['identical_codes']:.3f} / {sample['onnx-int8']['identical_top1']:.3f} |"]
+    if "agreement_with_torch" in small:
+        a = small["agreement_with_torch"]
+        lines.append(f"| {small['interviews']}-interview corpus, {small['backend']} | {a['passages']} | "
+                     + (f"{a['identical_codes']:.3f} / {a['identical_top1']:.3f} | |" if small["backend"] == "onnx"
+                        else f"| {a['identical_codes']:.3f} / {a['identical_top1']:.3f} |"))
+    lines.append("")
     if "add_one_seconds" in big:
+        a = big["int8_agreement"]
         lines += [
+            f"onnx-int8 against the {big['backend']} run on the {big['interviews'] + 1}-interview corpus: identical "
+            f"applied codes {a['identical_codes']:.3f}, same top code {a['identical_top1']:.3f} of {a['passages']} "
+            f"passages; bare encode {big['int8_speedup_bare']:.2f}x torch ({big['torch_bare_encode_seconds']:.1f} s "
+            f"vs {big['int8_bare_encode_seconds']:.1f} s). `qcode run --backend onnx-int8` cold: "
+            f"{big['int8_cold_seconds']:.1f} s (flow {big['int8_flow_seconds']['total']:.1f} s), peak RSS "
+            f"{big['int8_peak_rss_mb']:.0f} MB.", "",
             f"One new interview added to the {big['interviews']}: {big['add_one_embedded']} texts embedded, "
             f"{big['add_one_reports_written']} of {big['reports']} report files rewritten; "
             f"{big['add_one_flow_seconds']['total']:.2f} s in the flow = {big['add_one_flow_ratio']:.3f} of the cold "
             f"flow; {big['add_one_seconds']:.1f} s for the whole command = {big['add_one_ratio']:.3f} of the cold command.",
-            "",
-            "int8 ONNX backend against torch fp32:", "",
-            "| set | passages | identical applied codes | identical top code | bare encode speed-up |",
-            "|---|---|---|---|---|",
-            f"| sample round (transcripts_sample/) | {sample['passages']} | {sample['identical_codes']:.3f} | "
-            f"{sample['identical_top1']:.3f} | |",
-            f"| {big['interviews']}-interview corpus | {big['int8_agreement']['passages']} | "
-            f"{big['int8_agreement']['identical_codes']:.3f} | {big['int8_agreement']['identical_top1']:.3f} | "
-            f"{big['int8_speedup_bare']:.2f}x ({big['bare_encode_seconds']:.1f} s vs {big['int8_bare_encode_seconds']:.1f} s) |",
-            "",
-            f"`qcode run --backend onnx-int8` cold on the {big['interviews'] + 1} interviews: {big['int8_cold_seconds']:.1f} s "
-            f"(flow {big['int8_flow_seconds']['total']:.1f} s), peak RSS {big['int8_peak_rss_mb']:.0f} MB.", ""]
-        dask = big["dask"]
-        lines += [f"Dask (`--dask`, local cluster of {dask['workers']} worker processes x {dask['threads_per_worker']} "
-                  f"thread) on the {big['interviews'] + 1} interviews: {dask['seconds']:.1f} s (flow "
-                  f"{dask['flow_seconds']['total']:.1f} s) against {big['cold_seconds']:.1f} s in-process; identical "
-                  f"applied codes {dask['agreement_with_in_process']['identical_codes']:.4f}, identical top code "
-                  f"{dask['agreement_with_in_process']['identical_top1']:.4f} of "
-                  f"{dask['agreement_with_in_process']['passages']} passages.", ""]
+            ""]
+        if "dask" in big:
+            dask = big["dask"]
+            lines += [f"Dask (`--dask`, local cluster of {dask['workers']} worker processes x {dask['threads_per_worker']} "
+                      f"thread) on the {big['interviews'] + 1} interviews: {dask['seconds']:.1f} s (flow "
+                      f"{dask['flow_seconds']['total']:.1f} s) against {big['cold_seconds']:.1f} s in-process; identical "
+                      f"applied codes {dask['agreement_with_in_process']['identical_codes']:.4f}, identical top code "
+                      f"{dask['agreement_with_in_process']['identical_top1']:.4f} of "
+                      f"{dask['agreement_with_in_process']['passages']} passages.", ""]
+        else:
+            lines += ["Dask: not run this time (`--no-dask`).", ""]
     lines += ["Stage seconds inside the flow:", ""]
     for r in rows:
         lines.append(f"- {r['interviews']} interviews: cold {r['cold_flow_seconds']}; warm {r['warm_flow_seconds']}"
                      + (f"; +1 {r['add_one_flow_seconds']}" if "add_one_flow_seconds" in r else ""))
-    lines += ["", "Raw figures:", "", "```", json.dumps({"sample_int8_agreement": sample}),
+    lines += ["", "Raw figures:", "", "```", json.dumps({"sample_agreement_with_torch": sample}),
               *(json.dumps(r) for r in rows), "```", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
@@ -226,11 +252,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--work", type=Path, default=Path("/tmp/qcode-bench"))
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--no-dask", dest="dask", action="store_false",
+                        help="skip the Dask run on the largest corpus (with mpnet, about 20 minutes at 1,000)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     sample = bench_sample(args.work)
-    print(json.dumps({"sample_int8_agreement": sample}), flush=True)
-    rows = [bench_size(args.work, size, largest=(size == max(args.sizes))) for size in args.sizes]
+    print(json.dumps({"sample_agreement_with_torch": sample}), flush=True)
+    sizes = sorted(args.sizes)
+    rows = [bench_size(args.work, size, largest=(size == sizes[-1]), smallest=(size == sizes[0]), dask=args.dask)
+            for size in sizes]
     write_results(rows, sample, args.results, "python " + " ".join(sys.argv))
     print(f"results in {args.results}")
 

@@ -162,7 +162,8 @@ WAIT_OPTION = click.option("--wait", type=click.FloatRange(min=0), default=0, sh
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Reports folder [default: reports/]")
 @click.option("--model", "model_name", help="mpnet, minilm, or a sentence-transformers model name or folder [default: mpnet, bundled all-mpnet-base-v2]")
 @click.option("--backend", type=click.Choice(BACKENDS),
-              help="auto: the encoder's int8 ONNX copy when it agrees with fp32 (default); onnx-int8; torch")
+              help="auto (default): the fastest ONNX Runtime copy of the encoder (int8, then fp32) that agrees with torch; "
+                   "onnx (fp32); onnx-int8; torch")
 @click.option("--codebook", "codebook_path", type=click.Path(path_type=Path), help="Codebook YAML")
 @click.option("--anonymisation", "anonymisation_policy", type=click.Choice(ANONYMISATION_POLICIES),
               help="redact personal data found (default) or reject the file")

@@ -49,7 +49,7 @@ _ENVIRONMENT = {
     "backend": "QCODE_BACKEND",
 }
 
-BACKENDS = ("auto", "onnx-int8", "torch")
+BACKENDS = ("auto", "onnx", "onnx-int8", "torch")
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,9 @@ class Settings:
     encoders_dir: Path | None = None
     """Where tuned encoders are kept [default: models_dir/encoders]."""
     backend: str = "auto"
-    """How coding vectors are computed: ``auto`` uses an encoder's int8 ONNX copy when it agrees with fp32,
-    ``onnx-int8`` always uses it, ``torch`` never (see pipeline/int8.py)."""
+    """How coding vectors are computed: ``auto`` uses the fastest of an encoder's ONNX Runtime copies (int8, then
+    fp32) that agrees with torch, ``onnx-int8`` and ``onnx`` (fp32) always use that copy, ``torch`` never uses one
+    (see pipeline/onnx_backend.py)."""
 
     @property
     def tuned_encoders_dir(self) -> Path:

@@ -89,9 +89,11 @@ class Embedder:
         model name available in the local cache, or a path to a model folder.
     batch_size : int
         Texts per forward pass.
-    int8 : str, optional
-        A folder holding the model's int8 ONNX copy (``pipeline/int8.py``): the transformer then runs in ONNX
-        Runtime, and vectors are stored under the copy's own model id.
+    backend : {"torch", "onnx", "onnx-int8"}
+        What runs the transformer: torch, or one of the model's ONNX Runtime copies (fp32 or int8,
+        ``pipeline/onnx_backend.py``) in ``onnx_folder``, whose vectors are stored under the copy's own model id.
+    onnx_folder : str, optional
+        The folder holding the model's ONNX copies; required for an ONNX backend.
 
     Examples
     --------
@@ -100,27 +102,34 @@ class Embedder:
     (1, 384)
     """
 
-    def __init__(self, model_name: str = DEFAULT_MODEL, *, batch_size: int = 64, int8: str | None = None):
+    def __init__(self, model_name: str = DEFAULT_MODEL, *, batch_size: int = 64, backend: str = "torch",
+                 onnx_folder: str | None = None):
         self.model_name = model_name
         self.batch_size = batch_size
-        self.int8 = int8
+        self.backend = backend
+        self.onnx_folder = onnx_folder
         self._location, self.model_id = resolve_model(model_name)
+        self.torch_model_id = self.model_id
+        """The id of the weights every backend computes from (``model_id`` names the backend's copy too)."""
         self._model = None
         self._onnx = None
-        if int8:
-            from pipeline.int8 import int8_model_id, read_card
+        if backend != "torch":
+            from pipeline.onnx_backend import ONNX_BACKENDS, onnx_model_id, read_card
 
-            card = read_card(Path(int8))
+            if backend not in ONNX_BACKENDS or not onnx_folder:
+                raise ConfigError(f"backend {backend!r} needs one of {', '.join(ONNX_BACKENDS)} and a folder of "
+                                  "ONNX copies")
+            card = read_card(Path(onnx_folder))
             if card is None or card["base_model_id"] != self.model_id:
-                raise ConfigError(f"{int8} is not an int8 copy of {model_name!r}; delete it and run again")
-            self.model_id = int8_model_id(card)
+                raise ConfigError(f"{onnx_folder} holds no ONNX copies of {model_name!r}; delete it and run again")
+            self.model_id = onnx_model_id(card, backend)
         if not Path(self._location).exists():
             self.model  # a name, not a folder: find out now, not mid-run, whether it is in the local cache
 
     @property
     def model(self):
         """The sentence-transformers model, loaded on first use: a rerun that finds every vector cached never loads it."""
-        if self.int8:  # tokeniser and pooling come from the fp32 model, loaded once for both backends
+        if self.backend != "torch":  # tokeniser and pooling come from the torch model, loaded once for every backend
             return load_embedder(self.model_name, self.batch_size).model
         if self._model is None:
             from sentence_transformers import SentenceTransformer
@@ -133,10 +142,6 @@ class Embedder:
                     "give a local model folder or a model already in the Hugging Face cache"
                 ) from None
         return self._model
-
-    @property
-    def backend(self) -> str:
-        return "onnx-int8" if self.int8 else "torch"
 
     @property
     def max_tokens(self) -> int:
@@ -156,11 +161,11 @@ class Embedder:
         """Unit-length float32 vectors, one row per text."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        if self.int8:
+        if self.backend != "torch":
             if self._onnx is None:
-                from pipeline.int8 import ONNX_FILE, OnnxTransformer
+                from pipeline.onnx_backend import ONNX_FILES, OnnxTransformer
 
-                self._onnx = OnnxTransformer(Path(self.int8) / ONNX_FILE)
+                self._onnx = OnnxTransformer(Path(self.onnx_folder) / ONNX_FILES[self.backend])
             bar = tqdm(total=len(texts), desc="encode", unit="text", disable=None) if progress else None
             try:
                 return self._onnx.encode(self.model, list(texts), self.batch_size,
@@ -184,9 +189,10 @@ def encode_with(model, texts: Sequence[str], batch_size: int, *, progress: bool 
 
 
 @lru_cache(maxsize=4)
-def load_embedder(model_name: str = DEFAULT_MODEL, batch_size: int = 64, int8: str | None = None) -> Embedder:
+def load_embedder(model_name: str = DEFAULT_MODEL, batch_size: int = 64, backend: str = "torch",
+                  onnx_folder: str | None = None) -> Embedder:
     """One loaded model per process, name and backend: loading takes seconds, encoding is the real work."""
-    return Embedder(model_name, batch_size=batch_size, int8=int8)
+    return Embedder(model_name, batch_size=batch_size, backend=backend, onnx_folder=onnx_folder)
 
 
 def embed_with_cache(texts: Sequence[str], embedder: Embedder, cache: EmbeddingCache, *,

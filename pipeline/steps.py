@@ -33,8 +33,8 @@ from pipeline.embed import embed_with_cache, load_embedder
 from pipeline.errors import QcodeError, TranscriptError, explain_system_error
 from pipeline.gold import reconcile_gold
 from pipeline.html_report import LAYOUT_VERSION as HTML_LAYOUT, round_facts, write_council_page, write_index_page
-from pipeline.int8 import build_int8_copy, int8_folder
-from pipeline.int8 import read_card as read_int8_card
+from pipeline.onnx_backend import ONNX_BACKENDS, build_onnx_copies, onnx_folder
+from pipeline.onnx_backend import read_card as read_onnx_card
 from pipeline.ingest import (META_FIELDS, GateMemo, body_findings, personal_data_reason, read_known_names,
                              read_round, record_unexpected_failure, round_key, round_warnings, split_turns)
 from pipeline.report import (UNCHANGED, ExportResult, by_council, write_council_reports, write_councils_by_code,
@@ -261,33 +261,40 @@ def active_encoder(settings: Settings, store: Store, codebook: Codebook):
     return trained.embedder if trained else inference_encoder(settings, base, codebook)
 
 
-_told_int8_differs: set[Path] = set()
+_told_backend_choice: set[Path] = set()
 
 
 def inference_encoder(settings: Settings, embedder, codebook: Codebook):
-    """``embedder`` on the backend that computes coding vectors: its int8 ONNX copy when that agrees with fp32
-    (``backend = "auto"``, the default) or is asked for (``"onnx-int8"``); torch fp32 otherwise.
+    """``embedder`` on the backend that computes coding vectors. ``auto`` (the default) takes the fastest of its
+    ONNX Runtime copies that agrees with torch on the codebook's texts (int8, then fp32), else torch;
+    ``onnx-int8`` and ``onnx`` take that copy whatever it measured; ``torch`` never uses a copy.
 
-    Training, tuning and model identity stay on the fp32 encoder; the copy is built once per encoder
-    (about 10 s for MiniLM, 1-2.5 minutes for mpnet) under ``Settings.tuned_encoders_dir``/int8 and checked
-    against its card on every load.
+    Training, tuning and model identity stay on the torch encoder; the copies are built once per encoder
+    (about 20 s for MiniLM, 2-3 minutes for mpnet) under ``Settings.tuned_encoders_dir``/onnx and checked
+    against their card on every load.
     """
     if settings.backend == "torch":
         return embedder
-    folder = int8_folder(settings.tuned_encoders_dir, embedder.model_id)
-    card = read_int8_card(folder)
+    folder = onnx_folder(settings.tuned_encoders_dir, embedder.model_id)
+    card = read_onnx_card(folder)
     if card is None:
-        log.warning("building the int8 copy of encoder %s (once per encoder; 10 s for MiniLM, 1-2.5 minutes for mpnet)",
-                    embedder.model_id)
-        card = build_int8_copy(embedder.model, embedder.model_id, folder, codebook, settings.embed_batch_size)
-        log.info("int8 copy against fp32 on the codebook's texts: %s", card["calibration"])
-    if not card["agrees_with_fp32"] and settings.backend == "auto":
-        if folder not in _told_int8_differs:  # once per process, not once per step
-            _told_int8_differs.add(folder)
-            log.warning("the int8 copy of %s differs from fp32 beyond the bar (%s); coding with torch fp32 "
-                        "(--backend onnx-int8 uses it anyway)", embedder.model_id, card["calibration"])
-        return embedder
-    return load_embedder(embedder.model_name, embedder.batch_size, str(folder.resolve()))
+        notice = (f"building the ONNX Runtime copies (fp32, int8) of encoder {embedder.model_id} (once per encoder; "
+                  "on 2 cores about 20 s for MiniLM, 2-3 minutes for mpnet)")
+        log.warning("%s", notice)
+        tqdm.write(notice, file=sys.stderr)  # minutes of silence otherwise, as for tuning
+        card = build_onnx_copies(embedder.model, embedder.model_id, folder, codebook, settings.embed_batch_size)
+        log.info("ONNX copies against torch on the codebook's texts: %s",
+                 {backend: copy["calibration"] for backend, copy in card["copies"].items()})
+    backend = settings.backend
+    if backend == "auto":
+        backend = next((b for b in ONNX_BACKENDS if card["copies"][b]["agrees_with_torch"]), "torch")
+        if folder not in _told_backend_choice:  # once per process, not once per step
+            _told_backend_choice.add(folder)
+            log.info("coding with %s for %s (ONNX copies against torch: %s)", backend, embedder.model_id,
+                     {b: card["copies"][b]["calibration"] for b in ONNX_BACKENDS})
+        if backend == "torch":
+            return embedder
+    return load_embedder(embedder.model_name, embedder.batch_size, backend, str(folder.resolve()))
 
 
 def _active_trained_model(settings: Settings, store: Store, codebook: Codebook, base) -> ActiveCoder | None:
@@ -579,7 +586,7 @@ def pending_embeddings(settings: Settings) -> tuple[tuple, str, list[tuple[str, 
     elsewhere can do the encoding."""
     with Store(settings.db_path) as store:
         embedder = active_encoder(settings, store, open_codebook(settings, store))
-        spec = (embedder.model_name, embedder.batch_size, embedder.int8)
+        spec = (embedder.model_name, embedder.batch_size, embedder.backend, embedder.onnx_folder)
         return spec, embedder.model_id, store.texts_without_embedding(embedder.model_id)
 
 

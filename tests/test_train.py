@@ -164,7 +164,8 @@ def test_training_tunes_the_encoder_on_gold_and_codes_with_it(gold_world, caplog
     with steps.Store(settings.db_path) as store:
         _, coder_id, tuned = steps.active_coder(settings, store, codebook)
         gold = store.gold_passages()
-    assert coder_id == f"trained:{result['version']}" and tuned.model_id == card["embedding_model_id"] != base.model_id
+    assert coder_id == f"trained:{result['version']}"
+    assert tuned.torch_model_id == card["embedding_model_id"] != base.model_id
     # every passage was embedded again by the gold-tuned encoder and coded by the trained coder
     passages = query(settings, "SELECT count(*) FROM passages WHERE retired_at IS NULL")[0][0]
     assert result["recode"]["coded"] == passages
