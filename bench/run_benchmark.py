@@ -95,7 +95,8 @@ def bench_size(work: Path, size: int, largest: bool, smallest: bool, dask: bool)
     cold_report = last_run(db)
     backend = backend_of(cold_report["embed"]["model_id"])
     encode = measure("encode", str(db), backend)
-    torch_encode = encode if backend == "torch" else measure("encode", str(db), "torch")
+    # bare torch on the same texts, for the ONNX backends' speed-up: once, on the smallest corpus
+    torch_encode = encode if backend == "torch" else measure("encode", str(db), "torch") if smallest else None
     warm = measure("run", str(round_dir), str(db), str(out))
     warm_report = last_run(db)
     passages = cold_report["embed"]["passages"]
@@ -103,8 +104,8 @@ def bench_size(work: Path, size: int, largest: bool, smallest: bool, dask: bool)
         "interviews": size, "passages": passages, "texts_embedded": cold_report["embed"]["embedded"],
         "model_id": cold_report["embed"]["model_id"], "backend": backend, "cold_seconds": cold["seconds"], "cold_flow_seconds": cold_report["seconds"],
         "bare_encode_seconds": encode["seconds"], "bare_load_seconds": encode["load_seconds"],
-        "torch_bare_encode_seconds": torch_encode["seconds"],
-        "speedup_vs_torch_bare": torch_encode["seconds"] / encode["seconds"],
+        "torch_bare_encode_seconds": torch_encode and torch_encode["seconds"],
+        "speedup_vs_torch_bare": torch_encode and torch_encode["seconds"] / encode["seconds"],
         "cold_peak_rss_mb": cold["peak_rss_mb"], "bare_encode_peak_rss_mb": encode["peak_rss_mb"],
         "warm_seconds": warm["seconds"], "warm_embedded": warm_report["embed"]["embedded"],
         "warm_coded": warm_report["code"]["coded"], "warm_flow_seconds": warm_report["seconds"],
@@ -112,10 +113,18 @@ def bench_size(work: Path, size: int, largest: bool, smallest: bool, dask: bool)
     # the same distinct texts on the same backend: the ratio is bare encode's time over the whole command's
     row["throughput_ratio"] = (encode["seconds"] + encode["load_seconds"]) / cold["seconds"]
     row["flow_throughput_ratio"] = (encode["seconds"] + encode["load_seconds"]) / cold_report["seconds"]["total"]
-    if smallest and backend != "torch":
-        torch_db, torch_out = fresh(work, f"q-{size}-torch")
-        measure("run", str(round_dir), str(torch_db), str(torch_out), "--backend", "torch")
-        row["agreement_with_torch"] = agreement(torch_db, db)
+    if smallest:  # backends against each other: the smallest corpus says as much as the largest, in a fraction
+        if backend != "torch":
+            torch_db, torch_out = fresh(work, f"q-{size}-torch")
+            measure("run", str(round_dir), str(torch_db), str(torch_out), "--backend", "torch")
+            row["agreement_with_torch"] = agreement(torch_db, db)
+        int8_db, int8_out = fresh(work, f"q-{size}-int8")
+        int8_cold = measure("run", str(round_dir), str(int8_db), str(int8_out), "--backend", "onnx-int8")
+        int8_encode = measure("encode", str(db), "onnx-int8")
+        row.update(int8_cold_seconds=int8_cold["seconds"], int8_flow_seconds=last_run(int8_db)["seconds"],
+                   int8_bare_encode_seconds=int8_encode["seconds"],
+                   int8_speedup_bare=torch_encode["seconds"] / int8_encode["seconds"],
+                   int8_agreement=agreement(db, int8_db), int8_peak_rss_mb=int8_cold["peak_rss_mb"])
     if largest:
         write_interviews(round_dir, 1, start=size)
         one = measure("run", str(round_dir), str(db), str(out))
@@ -125,13 +134,6 @@ def bench_size(work: Path, size: int, largest: bool, smallest: bool, dask: bool)
                    add_one_flow_ratio=one_report["seconds"]["total"] / cold_report["seconds"]["total"],
                    add_one_reports_written=sum(e["status"] != "unchanged" for e in one_report["exports"]),
                    reports=len(one_report["exports"]))
-        int8_db, int8_out = fresh(work, f"q-{size}-int8")
-        int8_cold = measure("run", str(round_dir), str(int8_db), str(int8_out), "--backend", "onnx-int8")
-        int8_encode = measure("encode", str(db), "onnx-int8")
-        row.update(int8_cold_seconds=int8_cold["seconds"], int8_flow_seconds=last_run(int8_db)["seconds"],
-                   int8_bare_encode_seconds=int8_encode["seconds"],
-                   int8_speedup_bare=torch_encode["seconds"] / int8_encode["seconds"],
-                   int8_agreement=agreement(db, int8_db), int8_peak_rss_mb=int8_cold["peak_rss_mb"])
         if dask:
             row.update(dask=bench_dask(work, round_dir, db, size))
     print(json.dumps(row), flush=True)
@@ -198,8 +200,10 @@ def write_results(rows: list[dict], sample: dict, path: Path, command: str) -> N
         lines.append(
             f"| {r['interviews']} | {r['passages']} | {r['texts_embedded']} | {r['backend']} | {r['cold_seconds']:.1f} | "
             f"{r['cold_flow_seconds']['total']:.1f} | {r['bare_encode_seconds'] + r['bare_load_seconds']:.1f} | "
-            f"{r['throughput_ratio']:.2f} | {r['flow_throughput_ratio']:.2f} | {r['torch_bare_encode_seconds']:.1f} | "
-            f"{r['speedup_vs_torch_bare']:.2f}x | {r['warm_seconds']:.1f} | {r['warm_embedded']} | "
+            f"{r['throughput_ratio']:.2f} | {r['flow_throughput_ratio']:.2f} | "
+            + ("- | - | " if r["torch_bare_encode_seconds"] is None else
+               f"{r['torch_bare_encode_seconds']:.1f} | {r['speedup_vs_torch_bare']:.2f}x | ")
+            + f"{r['warm_seconds']:.1f} | {r['warm_embedded']} | "
             f"{r['cold_peak_rss_mb']:.0f} |")
     lines += ["", f"Peak RSS at {big['interviews']} interviews / at {small['interviews']}: "
               f"{big['cold_peak_rss_mb'] / small['cold_peak_rss_mb']:.3f}.", ""]
@@ -214,15 +218,17 @@ def write_results(rows: list[dict], sample: dict, path: Path, command: str) -> N
                      + (f"{a['identical_codes']:.3f} / {a['identical_top1']:.3f} | |" if small["backend"] == "onnx"
                         else f"| {a['identical_codes']:.3f} / {a['identical_top1']:.3f} |"))
     lines.append("")
-    if "add_one_seconds" in big:
-        a = big["int8_agreement"]
+    if "int8_agreement" in small:
+        a = small["int8_agreement"]
         lines += [
-            f"onnx-int8 against the {big['backend']} run on the {big['interviews'] + 1}-interview corpus: identical "
+            f"onnx-int8 against the {small['backend']} run on the {small['interviews']}-interview corpus: identical "
             f"applied codes {a['identical_codes']:.3f}, same top code {a['identical_top1']:.3f} of {a['passages']} "
-            f"passages; bare encode {big['int8_speedup_bare']:.2f}x torch ({big['torch_bare_encode_seconds']:.1f} s "
-            f"vs {big['int8_bare_encode_seconds']:.1f} s). `qcode run --backend onnx-int8` cold: "
-            f"{big['int8_cold_seconds']:.1f} s (flow {big['int8_flow_seconds']['total']:.1f} s), peak RSS "
-            f"{big['int8_peak_rss_mb']:.0f} MB.", "",
+            f"passages; bare encode {small['int8_speedup_bare']:.2f}x torch ({small['torch_bare_encode_seconds']:.1f} s "
+            f"vs {small['int8_bare_encode_seconds']:.1f} s). `qcode run --backend onnx-int8` cold: "
+            f"{small['int8_cold_seconds']:.1f} s (flow {small['int8_flow_seconds']['total']:.1f} s), peak RSS "
+            f"{small['int8_peak_rss_mb']:.0f} MB.", ""]
+    if "add_one_seconds" in big:
+        lines += [
             f"One new interview added to the {big['interviews']}: {big['add_one_embedded']} texts embedded, "
             f"{big['add_one_reports_written']} of {big['reports']} report files rewritten; "
             f"{big['add_one_flow_seconds']['total']:.2f} s in the flow = {big['add_one_flow_ratio']:.3f} of the cold "

@@ -264,18 +264,18 @@ def active_encoder(settings: Settings, store: Store, codebook: Codebook):
 _told_backend_choice: set[Path] = set()
 
 
-def inference_encoder(settings: Settings, embedder, codebook: Codebook):
+def inference_encoder(settings: Settings, embedder, codebook: Codebook, copies_dir: Path | None = None):
     """``embedder`` on the backend that computes coding vectors. ``auto`` (the default) takes the fastest of its
     ONNX Runtime copies that agrees with torch on the codebook's texts (int8, then fp32), else torch;
     ``onnx-int8`` and ``onnx`` take that copy whatever it measured; ``torch`` never uses a copy.
 
     Training, tuning and model identity stay on the torch encoder; the copies are built once per encoder
-    (about 20 s for MiniLM, 2-3 minutes for mpnet) under ``Settings.tuned_encoders_dir``/onnx and checked
-    against their card on every load.
+    (about 20 s for MiniLM, 2-3 minutes for mpnet) under ``copies_dir``/onnx (default
+    ``Settings.tuned_encoders_dir``) and checked against their card on every load.
     """
     if settings.backend == "torch":
         return embedder
-    folder = onnx_folder(settings.tuned_encoders_dir, embedder.model_id)
+    folder = onnx_folder(copies_dir or settings.tuned_encoders_dir, embedder.model_id)
     card = read_onnx_card(folder)
     if card is None:
         notice = (f"building the ONNX Runtime copies (fp32, int8) of encoder {embedder.model_id} (once per encoder; "
@@ -305,7 +305,9 @@ def _active_trained_model(settings: Settings, store: Store, codebook: Codebook, 
         coder, card = load_model(Path(record["artifact"]), embedding_model_id=base.model_id,
                                  codebook_version=codebook.version)
         encoder = model_encoder(Path(record["artifact"]), card, base, settings.embed_batch_size)
-        return ActiveCoder(coder, record["coder_id"], inference_encoder(settings, encoder, codebook))
+        # a gold-tuned encoder's ONNX copies live with the model version it belongs to, and go when it goes
+        copies_dir = Path(record["artifact"]) if encoder is not base else None
+        return ActiveCoder(coder, record["coder_id"], inference_encoder(settings, encoder, codebook, copies_dir))
     except (ModelMismatchError, OSError) as exc:
         log.warning("the active model cannot be used (%s); coding with the zero-shot coder", exc)
         return None
