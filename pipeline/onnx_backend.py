@@ -1,8 +1,9 @@
 """ONNX Runtime copies of a sentence encoder, fp32 and int8: built once per encoder, checked against torch, used when they agree.
 
 Why: encoding is nearly all of a cold run's time. On these CPUs the same
-transformer exported to ONNX runs in ONNX Runtime about 1.3-1.5x faster than
-torch at fp32 with the same vectors (cosine 1.0000), and a dynamically
+transformer exported to ONNX runs in ONNX Runtime at fp32 with the same vectors
+(cosine 1.0000), 1.3-1.5x faster than torch on short texts and about 1.06x on
+interview passages of 4-9 sentences (mpnet, bench/RESULTS.md); a dynamically
 quantised copy (int8 weights per output channel) faster still but with cosine
 about 0.99 (MiniLM) or 0.84 (mpnet tuned on the codebook) to torch's vectors.
 Whether a copy is close enough depends on the coder: the zero-shot coder's best
@@ -41,7 +42,8 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.schemas import Codebook, file_sha256, slugify
+from pipeline.embed import encode_with
+from pipeline.schemas import Codebook, file_has_sha256, file_sha256, slugify
 
 log = logging.getLogger("qcode.onnx")
 
@@ -60,8 +62,8 @@ class AgreementBar:
 
     Calibration: each of the codebook's include notes, restatements and examples is matched to its nearest
     code description (label and definition) under each backend. Measured for MiniLM tuned on the shipped
-    codebook, int8: mean cosine 0.992, nearest-code agreement 0.942, so ``auto`` passes it over; on the sample
-    round that copy gave the same applied codes for 0.91 of passages and the same top code for 0.93.
+    codebook, int8: mean cosine 0.992, nearest-code agreement 0.939, so ``auto`` passes it over; on the sample
+    round that copy gave the same applied codes for 0.89 of passages and the same top code for 0.93.
     """
 
     mean_cosine: float = 0.98
@@ -88,19 +90,10 @@ def read_card(folder: Path) -> dict | None:
         return None
     for backend, copy in card["copies"].items():
         onnx_file = folder / ONNX_FILES[backend]
-        if not onnx_file.exists():
+        if not file_has_sha256(onnx_file, copy.get("sha256")):
+            log.warning("%s is missing or does not match its card; the copies will be rebuilt", onnx_file)
             return None
-        seen = (onnx_file.stat().st_mtime_ns, onnx_file.stat().st_size, copy.get("sha256"))
-        if _verified.get(onnx_file) == seen:  # every step asks; hash the files once per process unless they change
-            continue
-        if file_sha256(onnx_file) != copy.get("sha256"):
-            log.warning("%s does not match its card (changed on disk); it will be rebuilt", onnx_file)
-            return None
-        _verified[onnx_file] = seen
     return card
-
-
-_verified: dict[Path, tuple] = {}
 
 
 def build_onnx_copies(model, model_id: str, folder: Path, codebook: Codebook, batch_size: int = 64,
@@ -130,7 +123,7 @@ def build_onnx_copies(model, model_id: str, folder: Path, codebook: Codebook, ba
         finally:
             logging.disable(logging.NOTSET)
         texts, k = calibration_texts(codebook)
-        reference = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+        reference = encode_with(model, texts, batch_size)
         copies = {}
         for backend in ONNX_BACKENDS:
             vectors = OnnxTransformer(work / ONNX_FILES[backend]).encode(model, texts, batch_size)

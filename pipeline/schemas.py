@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 import re
 from dataclasses import dataclass, field
 
@@ -22,6 +23,25 @@ def file_sha256(path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_hashes_seen: dict[tuple, bool] = {}
+
+
+def file_has_sha256(path, sha256: str | None) -> bool:
+    """True when the file at ``path`` hashes to ``sha256``. Model files run to hundreds of MB and every step asks,
+    so a match is remembered for the process while the file's size and modification time stay the same."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return False
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, sha256)
+    if key not in _hashes_seen:
+        matches = sha256 is not None and file_sha256(path) == sha256
+        if not matches:
+            return False
+        _hashes_seen[key] = True
+    return True
 
 
 def slugify(value: str) -> str:

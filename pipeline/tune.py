@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from pipeline.schemas import Codebook, Code, file_sha256
+from pipeline.schemas import Codebook, Code, file_has_sha256, file_sha256
 
 log = logging.getLogger("qcode.tune")
 
@@ -219,24 +219,13 @@ def weights_hash(folder: Path) -> str:
     return file_sha256(folder / "model.safetensors")
 
 
-_checked: dict[Path, tuple] = {}
-"""Folders whose weights matched their card, with the weights file's (size, mtime) then: hashed once per process."""
-
-
 def usable(folder: Path) -> bool:
     """True when ``folder`` holds a tuned encoder whose weights match its card."""
     try:
-        stat = (folder / "model.safetensors").stat()
-        signature = (stat.st_size, stat.st_mtime_ns, (folder / CARD).stat().st_mtime_ns)
-        if _checked.get(Path(folder).resolve()) == signature:
-            return True
-        card = json.loads((folder / CARD).read_text(encoding="utf-8"))
-        if card.get("weights_sha256") != weights_hash(folder):
-            return False
+        card = json.loads((Path(folder) / CARD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    _checked[Path(folder).resolve()] = signature
-    return True
+    return file_has_sha256(Path(folder) / "model.safetensors", card.get("weights_sha256"))
 
 
 def build_tuned_encoder(base_model, base_model_id: str, codebook: Codebook, encoders_dir: Path,
