@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import duckdb
@@ -166,6 +167,8 @@ def test_training_tunes_the_encoder_on_gold_and_codes_with_it(gold_world, caplog
         gold = store.gold_passages()
     assert coder_id == f"trained:{result['version']}"
     assert tuned.torch_model_id == card["embedding_model_id"] != base.model_id
+    # its ONNX copies (auto codes with the fp32 one) sit in the model version's folder, not among shared encoders
+    assert tuned.backend == "onnx" and Path(tuned.onnx_folder).is_relative_to(folder.resolve())
     # every passage was embedded again by the gold-tuned encoder and coded by the trained coder
     passages = query(settings, "SELECT count(*) FROM passages WHERE retired_at IS NULL")[0][0]
     assert result["recode"]["coded"] == passages
