@@ -16,23 +16,23 @@ from pipeline import themes as themes_module
 from pipeline.classify import TrainedCoder, ZeroShotCoder, codebook_vectors, fit_zero_shot_coder
 from pipeline.codebook import load_codebook
 from pipeline.config import Settings
-from pipeline.embed import embed_with_cache, encode_with, load_embedder
+from pipeline.embed import EmbeddingCache, embed_with_cache, encode_with, load_embedder
 from pipeline.errors import QcodeError
 from pipeline.evaluate import read_labelled_csv
 from pipeline.schemas import Codebook
 from pipeline.store import Store
-from pipeline.steps import (active_coder, batch_progress, code_passages, coding_encoder, load_coded_passages,
-                            new_run_id, open_codebook, write_round_reports)
+from pipeline.steps import (active_coder, batch_progress, code_passages, codebook_cache, coding_encoder,
+                            load_coded_passages, new_run_id, open_codebook, write_round_reports)
 from pipeline.train import (CARD_JSON, TrainingSet, cv_metrics, gold_folds, gold_hash, held_out_evaluation,
                             labelled_training_set, model_card, model_version, not_worse, save_model, training_set)
 from pipeline.tune import GoldTuningParams, save_encoder, tune_on_gold
 
 
-def gold_training_set(store: Store, codebook: Codebook, embedder) -> TrainingSet:
+def gold_training_set(store: Store, codebook: Codebook, embedder, examples_cache: EmbeddingCache) -> TrainingSet:
     gold = store.gold_passages()
     if not gold:
         raise QcodeError("no reviewed passages yet; import reviewers' CSVs with 'qcode review import' first")
-    example_vectors = codebook_vectors(codebook, embedder, store)
+    example_vectors = codebook_vectors(codebook, embedder, examples_cache)
     gold_vectors, _ = embed_with_cache([g["text"] for g in gold], embedder, store)
     return training_set(codebook, example_vectors, gold_vectors, [tuple(g["codes"]) for g in gold],
                         [g["transcript_key"] for g in gold], [g["passage_id"] for g in gold],
@@ -73,7 +73,7 @@ def train_model(settings: Settings, *, force: bool = False, run_id: str | None =
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
         embedder = coding_encoder(settings, codebook)
-        data = gold_training_set(store, codebook, embedder)
+        data = gold_training_set(store, codebook, embedder, codebook_cache(settings, store))
         folds = gold_folds(data)
         active, active_id, _ = active_coder(settings, store, codebook)
         active_card = store_model_card(store)
@@ -164,7 +164,7 @@ def evaluate_model(settings: Settings, *, labelled: Path | None = None, train_fi
     codebook = load_codebook(settings.codebook_path)
     embedder = coding_encoder(settings, codebook)
     with Store(settings.db_path) as store:
-        example_vectors = codebook_vectors(codebook, embedder, store)
+        example_vectors = codebook_vectors(codebook, embedder, codebook_cache(settings, store))
         if labelled is None:
             gold = store.gold_passages()
             if not gold:
@@ -200,7 +200,7 @@ def emerging_themes(settings: Settings, *, clusters: int | None = None) -> dict:
     with Store(settings.db_path) as store:
         codebook = open_codebook(settings, store)
         embedder = coding_encoder(settings, codebook)
-        zero_shot, _ = fit_zero_shot_coder(codebook, embedder, store)
+        zero_shot, _ = fit_zero_shot_coder(codebook, embedder, codebook_cache(settings, store))
         passages = [p for p in load_coded_passages(store)
                     if not p.codes and len(p.text.split()) >= themes_module.MIN_WORDS]
         vectors, _ = embed_with_cache([p.text for p in passages], embedder, store)

@@ -29,7 +29,7 @@ from pipeline.anonymise import Anonymiser
 from pipeline.classify import fit_zero_shot_coder, nearest_evidence
 from pipeline.codebook import load_codebook
 from pipeline.config import Settings
-from pipeline.embed import embed_with_cache, load_embedder
+from pipeline.embed import EmbeddingCache, KeptEmbeddings, embed_with_cache, load_embedder
 from pipeline.errors import QcodeError, TranscriptError, explain_system_error
 from pipeline.gold import reconcile_gold
 from pipeline.html_report import LAYOUT_VERSION as HTML_LAYOUT, round_facts, write_council_page, write_index_page
@@ -248,10 +248,15 @@ def active_coder(settings: Settings, store: Store, codebook: Codebook) -> Active
     if trained:
         return trained
     fast = inference_encoder(settings, base, codebook)
-    coder, coder_id = fit_zero_shot_coder(codebook, fast, store)
+    coder, coder_id = fit_zero_shot_coder(codebook, fast, codebook_cache(settings, store))
     store.register_coder(coder_id, "zero-shot", fast.model_id, codebook.version,
                          dict(zip(coder.classes_, map(float, coder.thresholds_))))
     return ActiveCoder(coder, coder_id, fast)
+
+
+def codebook_cache(settings: Settings, store: Store) -> EmbeddingCache:
+    """Where the codebook's vectors are looked up and kept: beside the tuned encoders, for every database."""
+    return KeptEmbeddings(settings.tuned_encoders_dir / "vectors", store)
 
 
 def active_encoder(settings: Settings, store: Store, codebook: Codebook):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.embed import Embedder, embed_with_cache, resolve_model
+from pipeline.embed import Embedder, KeptEmbeddings, embed_with_cache, resolve_model
 from pipeline.errors import ConfigError
 from pipeline.schemas import text_hash
 from pipeline.store import Store
@@ -95,6 +95,38 @@ def test_embed_with_cache_of_nothing(embedder, tmp_path):
     with Store(tmp_path / "q.duckdb") as store:
         vectors, computed = embed_with_cache([], embedder, store)
     assert vectors.shape == (0, 384) and computed == 0
+
+
+def test_kept_vectors_serve_a_new_database_without_encoding(embedder, tmp_path):
+    texts = ["Leaders who protect time to experiment.", "Procurement rules that slow every pilot."]
+    folder = tmp_path / "vectors"
+    with Store(tmp_path / "first.duckdb") as store:
+        first, computed = embed_with_cache(texts, embedder, KeptEmbeddings(folder, store))
+        assert computed == 2 and store.count("embeddings") == 2
+    assert [p.name for p in folder.iterdir()] == [KeptEmbeddings(folder, None).path(embedder.model_id).name]
+    with Store(tmp_path / "second.duckdb") as store:
+        again, computed = embed_with_cache(texts + ["A third sentence."], embedder, KeptEmbeddings(folder, store))
+        assert computed == 1
+        assert np.array_equal(again[:2], first)
+        # copied into the new database, so readers of the database alone find them
+        assert embed_with_cache(texts, embedder, store)[1] == 0
+    # another model id finds nothing in the folder
+    with Store(tmp_path / "third.duckdb") as store:
+        assert KeptEmbeddings(folder, store).cached_embeddings("other-model", [text_hash(texts[0])]) == {}
+
+
+def test_a_damaged_vector_file_is_ignored_and_rewritten(embedder, tmp_path, caplog):
+    texts = ["Councillors asked for evidence first."]
+    folder = tmp_path / "vectors"
+    path = KeptEmbeddings(folder, None).path(embedder.model_id)
+    folder.mkdir()
+    path.write_bytes(b"not a numpy file")
+    with Store(tmp_path / "q.duckdb") as store:
+        vectors, computed = embed_with_cache(texts, embedder, KeptEmbeddings(folder, store))
+    assert computed == 1 and "ignoring kept vectors" in caplog.text
+    with Store(tmp_path / "fresh.duckdb") as store:
+        again, computed = embed_with_cache(texts, embedder, KeptEmbeddings(folder, store))
+    assert computed == 0 and np.array_equal(again, vectors)
 
 
 def test_unknown_model_raises_config_error_mentioning_offline():
