@@ -44,7 +44,7 @@ class EmbeddingCache(Protocol):
 class KeptEmbeddings:
     """An ``EmbeddingCache`` over ``database`` that also keeps vectors in a file per model id under ``folder``,
     for texts every database needs: the codebook's. A new database then reads them instead of encoding them
-    again (864 texts; about 40 s with mpnet on 2 cores). Vectors found only in the file are copied into the
+    again (864 texts; about 50 s with mpnet on ONNX on 2 cores). Vectors found only in the file are copied into the
     database, so readers that ask the database alone find them too. Only codebook text goes here: passages'
     vectors belong in the database, where passages are.
 
