@@ -12,6 +12,7 @@ encoded twice.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import sys
@@ -26,6 +27,7 @@ from pipeline.bundled import BUNDLED, bundled_path
 from pipeline.config import BUNDLED_DEFAULT, BUNDLED_FALLBACK, DEFAULT_MODEL
 from pipeline.errors import ConfigError, EncoderNotInstalled
 from pipeline.schemas import file_sha256, text_hash
+from pipeline.spreadsheet import write_atomically
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -44,7 +46,7 @@ class EmbeddingCache(Protocol):
 class KeptEmbeddings:
     """An ``EmbeddingCache`` over ``database`` that also keeps vectors in a file per model id under ``folder``,
     for texts every database needs: the codebook's. A new database then reads them instead of encoding them
-    again (864 texts; about 50 s with mpnet on ONNX on 2 cores). Vectors found only in the file are copied into the
+    again (864 texts; 47 s of the benchmark's code stage with mpnet on ONNX, 2 cores). Vectors found only in the file are copied into the
     database, so readers that ask the database alone find them too. Only codebook text goes here: passages'
     vectors belong in the database, where passages are.
 
@@ -57,11 +59,17 @@ class KeptEmbeddings:
     def __init__(self, folder: Path, database: EmbeddingCache):
         self.folder = Path(folder)
         self.database = database
+        self._kept: dict[str, dict[str, np.ndarray]] = {}  # one read of the file per model id, however many calls
 
     def path(self, model_id: str) -> Path:
         return self.folder / f"{hashlib.sha256(model_id.encode()).hexdigest()[:16]}.npz"
 
     def _read(self, model_id: str) -> dict[str, np.ndarray]:
+        if model_id not in self._kept:
+            self._kept[model_id] = self._load(model_id)
+        return self._kept[model_id]
+
+    def _load(self, model_id: str) -> dict[str, np.ndarray]:
         path = self.path(model_id)
         if not path.exists():
             return {}
@@ -89,12 +97,9 @@ class KeptEmbeddings:
         self.database.save_embeddings(model_id, hashes, vectors)
         kept = self._read(model_id)
         kept.update(zip(hashes, np.asarray(vectors, dtype="<f4")))
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.path(model_id)
-        partial = path.with_suffix(f".{os.getpid()}.partial.npz")
-        # written whole then renamed: a run stopped half-way leaves the old file or none, never a torn one
-        np.savez(partial, model_id=np.array(model_id), hashes=np.array(list(kept)), vectors=np.vstack(list(kept.values())))
-        os.replace(partial, path)
+        data = io.BytesIO()
+        np.savez(data, model_id=np.array(model_id), hashes=np.array(list(kept)), vectors=np.vstack(list(kept.values())))
+        write_atomically(self.path(model_id), data.getvalue())
 
 
 _fallback_told: list[bool] = []
