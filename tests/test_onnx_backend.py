@@ -14,8 +14,9 @@ from pipeline import steps
 from pipeline.config import Settings
 from pipeline.embed import load_embedder
 from pipeline.errors import ConfigError
-from pipeline.onnx_backend import (BARS, CARD, ONNX_BACKENDS, ONNX_FILES, AgreementBar, build_onnx_copies,
-                                   calibration_texts, onnx_folder, onnx_model_id, read_card)
+from pipeline.onnx_backend import (BARS, CARD, FULL_BATCH_TOKENS, ONNX_BACKENDS, ONNX_FILES, AgreementBar,
+                                   build_onnx_copies, calibration_texts, length_batches, onnx_folder, onnx_model_id,
+                                   read_card, token_lengths)
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +76,31 @@ def test_copies_give_torch_vectors_and_store_them_under_their_own_id(onnx_copies
     # batch order must not change a text's vector: longest-first batching puts rows back where they came from
     np.testing.assert_allclose(fast.encode(TEXTS[::-1])[::-1], vectors, atol=1e-5)
     assert fast.encode([]).shape == (0, 384)
+
+
+def test_long_texts_go_in_smaller_batches_and_every_text_keeps_its_place():
+    lengths = np.random.default_rng(7).integers(3, 400, size=500)
+    batches = length_batches(lengths, batch_size=64)
+    rows = np.concatenate(batches)
+    assert sorted(rows) == list(range(500))
+    assert list(lengths[rows]) == sorted(lengths, reverse=True)
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * lengths[batch].max() ** 2 <= 64 * FULL_BATCH_TOKENS ** 2
+    # texts no longer than FULL_BATCH_TOKENS, nearly all of a round, keep full batches
+    short = [b for b in batches if lengths[b].max() <= FULL_BATCH_TOKENS]
+    assert len(short) >= 2 and all(len(b) == 64 for b in short[:-1])
+
+
+def test_a_round_with_very_long_passages_gets_the_same_vectors_in_small_batches(onnx_copies, embedder):
+    folder, _ = onnx_copies
+    fast = load_embedder(embedder.model_name, 8, "onnx", str(folder))
+    # one past the model's limit (truncated as torch truncates it), some over FULL_BATCH_TOKENS, many short
+    long_text = " ".join(TEXTS * 12)
+    texts = [long_text, *TEXTS, long_text[:1000], long_text[:750]] + [f"{t} ({i})" for i, t in enumerate(TEXTS * 3)]
+    lengths = token_lengths(fast.model, texts)
+    assert max(lengths) == fast.model.max_seq_length and sum(n > FULL_BATCH_TOKENS for n in lengths) == 3
+    assert len(length_batches(lengths, 8)[0]) < 8
+    np.testing.assert_allclose(fast.encode(texts), embedder.encode(texts), atol=2e-4)
 
 
 def test_the_two_ids_differ_so_backends_never_share_vectors(onnx_copies):
