@@ -175,16 +175,42 @@ def _export(model, path: Path) -> list[str]:
     return names
 
 
+RENEW_SESSION_AFTER_TEXTS = 2048
+"""A fresh ONNX Runtime session after this many texts (one ``steps.EMBED_CHUNK``): the old one's arena is given back."""
+
+
 class OnnxTransformer:
-    """The ONNX Runtime session that stands in for a sentence-transformers model's transformer module."""
+    """The ONNX Runtime session that stands in for a sentence-transformers model's transformer module.
+
+    ONNX Runtime's memory arena only grows, and over a long run it kept extending part-way through, so a
+    round of 1,000 interviews ended with more memory than one of 100 (MiniLM, ONNX Runtime alone: +500 MB
+    against +309 MB). A fresh session every ``RENEW_SESSION_AFTER_TEXTS`` texts hands that memory back:
+    the whole embed stage peaked at 1,136 MB at 1,000 interviews against 1,006 MB at 100 (1,331 against
+    1,003 with one session; 1,178 against 990 renewing every 8,192 texts). Opening one took 0.12 s for
+    MiniLM, against about 13 s to encode 2,048 passages.
+    """
 
     def __init__(self, path: Path):
+        self.path = Path(path)
+        self._open()
+
+    def _open(self) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = None  # the old session's arena goes before the new one's is made
+        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.texts_since_open = 0
+
+    def run(self, features: dict) -> np.ndarray:
+        """The transformer's last hidden state for one tokenised batch."""
+        if self.texts_since_open >= RENEW_SESSION_AFTER_TEXTS:
+            self._open()
+        hidden = self.session.run(None, {n: features[n].numpy().astype(np.int64) for n in self.input_names})[0]
+        self.texts_since_open += len(hidden)
+        return hidden
 
     def encode(self, model, texts: Sequence[str], batch_size: int, progress=None) -> np.ndarray:
         """Unit-length float32 vectors, tokenised and pooled by ``model``'s own modules; longest texts first, in
@@ -196,8 +222,7 @@ class OnnxTransformer:
         with torch.inference_mode():
             for rows in length_batches(token_lengths(model, texts), batch_size):
                 features = _tokenise(model, [texts[i] for i in rows])
-                hidden = self.session.run(None, {n: features[n].numpy().astype(np.int64) for n in self.input_names})[0]
-                features = {**features, "token_embeddings": torch.from_numpy(hidden)}
+                features = {**features, "token_embeddings": torch.from_numpy(self.run(features))}
                 for module in list(model)[1:]:
                     features = module(features)
                 vectors = torch.nn.functional.normalize(features["sentence_embedding"], dim=1).numpy()

@@ -103,6 +103,27 @@ def test_a_round_with_very_long_passages_gets_the_same_vectors_in_small_batches(
     np.testing.assert_allclose(fast.encode(texts), embedder.encode(texts), atol=2e-4)
 
 
+def test_a_long_run_opens_a_fresh_session_and_the_vectors_do_not_change(onnx_copies, embedder, monkeypatch):
+    from pipeline import onnx_backend
+
+    folder, _ = onnx_copies
+    texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 4)]
+    runtime = onnx_backend.OnnxTransformer(folder / ONNX_FILES["onnx"])
+    reference = runtime.encode(embedder.model, texts, 4)
+    monkeypatch.setattr(onnx_backend, "RENEW_SESSION_AFTER_TEXTS", 6)
+    sessions = []
+    original = runtime.run
+
+    def run(features):
+        sessions.append(runtime.session)  # held, so no two can share an id
+        return original(features)
+    monkeypatch.setattr(runtime, "run", run)
+    renewed = runtime.encode(embedder.model, texts, 4)
+    # 20 texts in batches of 4 on a session already past 6: a new one at once, then after every 8 texts
+    assert len({id(s) for s in sessions}) == 3 and len(sessions) == 5
+    np.testing.assert_allclose(renewed, reference, atol=1e-6)
+
+
 def test_the_two_ids_differ_so_backends_never_share_vectors(onnx_copies):
     _, card = onnx_copies
     assert len({onnx_model_id(card, b) for b in ONNX_BACKENDS}) == 2
