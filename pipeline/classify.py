@@ -521,7 +521,7 @@ class TrainedCoder(BaseEstimator):
         # One BLAS thread: these problems (about a thousand rows by a few hundred features) are too small to
         # share, and OpenBLAS threads waiting on each other made the same fits 12x slower on 2 idle cores and
         # 19x on 2 busy ones (24 heads, 1,200 rows by 384: 2.7 s and 10.2 s with 2 threads, 0.21 s and 0.54 s
-        # with 1; same iterations, same coefficients).
+        # with 1; the same iterations either way).
         with threadpool_limits(limits=1, user_api="blas"):
             for j in range(Y.shape[1]):
                 if self.weights_[j] == 0 or Y[:, j].all() or not Y[:, j].any():

@@ -115,8 +115,9 @@ def test_a_long_run_opens_a_fresh_session_and_the_vectors_do_not_change(onnx_cop
     original = runtime.run
 
     def run(features):
-        sessions.append(runtime.session)  # held, so no two can share an id
-        return original(features)
+        hidden = original(features)
+        sessions.append(runtime.session)  # the session that ran; held, so no two can share an id
+        return hidden
     monkeypatch.setattr(runtime, "run", run)
     renewed = runtime.encode(embedder.model, texts, 4)
     # 20 texts in batches of 4 on a session already past 6: a new one at once, then after every 8 texts
