@@ -51,6 +51,8 @@ from pipeline.train import ModelMismatchError, load_model
 log = logging.getLogger("qcode.steps")
 
 EMBED_CHUNK = 2048
+EMBED_DATABASE_MEMORY = "64MB"
+"""DuckDB's buffer pool while the embed step writes vectors; the rest of a run keeps DuckDB's default."""
 
 
 def new_run_id() -> str:
@@ -180,10 +182,14 @@ def embed_passages(settings: Settings) -> dict:
     """Embed the active passages whose text has no cached embedding yet, in chunks; returns counts."""
     with Store(settings.db_path) as store:
         embedder = active_encoder(settings, store, open_codebook(settings, store))
-        missing = store.texts_without_embedding(embedder.model_id)
-        for start in tqdm(range(0, len(missing), EMBED_CHUNK), desc="embed", unit="chunk", disable=None):
-            chunk = missing[start:start + EMBED_CHUNK]
-            store.save_embeddings(embedder.model_id, [h for h, _ in chunk], embedder.encode([t for _, t in chunk]))
+        missing = store.hashes_without_embedding(embedder.model_id)
+        # One chunk's texts in memory at a time, and DuckDB kept from caching every vector it writes: the
+        # step's memory then stays flat however large the round (measured in bench/RESULTS.md).
+        with store.memory_limit(EMBED_DATABASE_MEMORY):
+            for start in tqdm(range(0, len(missing), EMBED_CHUNK), desc="embed", unit="chunk", disable=None):
+                chunk = store.texts_of(missing[start:start + EMBED_CHUNK])
+                store.save_embeddings(embedder.model_id, [h for h, _ in chunk],
+                                      embedder.encode([t for _, t in chunk]))
         passages = store.count_active_passages()
     return {"passages": passages, "embedded": len(missing), "cache_hits": passages - len(missing),
             "model_id": embedder.model_id}

@@ -262,6 +262,20 @@ class Store:
             raise
         self.con.execute("COMMIT")
 
+    @contextmanager
+    def memory_limit(self, limit: str) -> Iterator[None]:
+        """DuckDB's buffer pool held to ``limit`` (e.g. ``'64MB'``) inside the block, then back to DuckDB's default.
+
+        For a step that writes much and reads little back: DuckDB otherwise keeps every block it wrote
+        cached, so the step's memory grows with the round. Blocks over the limit are written out (the
+        database file, or a temporary file beside it) rather than refused.
+        """
+        self.con.execute(f"SET memory_limit = '{limit}'")
+        try:
+            yield
+        finally:
+            self.con.execute("RESET memory_limit")
+
     def count(self, table: str, where: str = "TRUE") -> int:
         return self.con.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]
 
@@ -442,10 +456,23 @@ class Store:
 
     def texts_without_embedding(self, model_id: str) -> list[tuple[str, str]]:
         """(text hash, text) of active passages whose embedding for ``model_id`` is not cached yet."""
+        return self.texts_of(self.hashes_without_embedding(model_id))
+
+    def hashes_without_embedding(self, model_id: str) -> list[str]:
+        """Text hashes, in order, of active passages whose embedding for ``model_id`` is not cached yet."""
+        return [h for (h,) in self.con.execute(
+            "SELECT DISTINCT p.text_hash FROM passages p WHERE p.retired_at IS NULL AND NOT EXISTS ("
+            "SELECT 1 FROM embeddings e WHERE e.model_id = ? AND e.text_hash = p.text_hash) ORDER BY 1",
+            [model_id]).fetchall()]
+
+    def texts_of(self, hashes: Sequence[str]) -> list[tuple[str, str]]:
+        """(text hash, text) for each of ``hashes`` that a passage holds, in the order given."""
+        if not hashes:
+            return []
         return self.con.execute(
             "SELECT DISTINCT ON (p.text_hash) p.text_hash, p.text FROM passages p "
-            "WHERE p.retired_at IS NULL AND NOT EXISTS (SELECT 1 FROM embeddings e "
-            "WHERE e.model_id = ? AND e.text_hash = p.text_hash) ORDER BY p.text_hash", [model_id]).fetchall()
+            "JOIN (SELECT unnest(?::VARCHAR[]) AS text_hash, generate_subscripts(?::VARCHAR[], 1) AS i) h "
+            "USING (text_hash) ORDER BY h.i", [list(hashes), list(hashes)]).fetchall()
 
     def uncoded_passages(self, coder_id: str, codebook_version: str) -> list[tuple[str, str]]:
         """(passage id, text) of active passages this coder and codebook version have not coded."""

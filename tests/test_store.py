@@ -223,6 +223,38 @@ def test_float64_vectors_are_stored_as_float32(store):
     assert np.array_equal(store.cached_embeddings("m", ["h"])["h"], vector[0].astype(np.float32))
 
 
+def test_texts_still_to_embed_come_by_hash_in_the_order_asked(store):
+    store.save_transcript(segmented(INTERVIEW), "run-1", "key-1")
+    texts = {h: t for h, t in store.con.execute("SELECT text_hash, text FROM passages").fetchall()}
+    missing = store.hashes_without_embedding("model-a")
+    assert missing == sorted(texts) and len(missing) == 4
+    assert store.texts_of(list(reversed(missing))) == [(h, texts[h]) for h in reversed(missing)]
+    assert store.texts_of(["no-such-hash", missing[0]]) == [(missing[0], texts[missing[0]])]
+    assert store.texts_of([]) == []
+
+    store.save_embeddings("model-a", missing[:3], np.ones((3, 2), dtype=np.float32))
+    assert store.hashes_without_embedding("model-a") == missing[3:]
+    assert store.texts_without_embedding("model-a") == [(missing[3], texts[missing[3]])]
+    assert store.hashes_without_embedding("model-b") == missing  # per model
+
+
+def test_memory_limit_holds_inside_the_block_and_is_set_back_after_an_error(store):
+    def limit():
+        return store.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+    before = limit()
+    with pytest.raises(RuntimeError):
+        with store.memory_limit("64MB"):
+            assert limit() == "61.0 MiB"  # 64 MB in DuckDB's units
+            # Writes past the limit still land: DuckDB writes blocks out instead of refusing them.
+            vectors = np.random.default_rng(0).standard_normal((30_000, 768)).astype(np.float32)
+            for start in range(0, len(vectors), 5_000):
+                store.save_embeddings("m", [f"h{i}" for i in range(start, start + 5_000)], vectors[start:start + 5_000])
+            raise RuntimeError("the step failed")
+    assert limit() == before
+    assert store.count("embeddings") == 30_000
+
+
 # codings -----------------------------------------------------------------
 
 def test_save_codings_keeps_scores_above_floor_and_every_applied_code(store):
