@@ -89,7 +89,8 @@ def thin_gold(data, folds, per_code: int, seed: int = 0):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="base sentence-transformers model [default: bundled MiniLM]")
+    parser.add_argument("--model", default=None,
+                        help="base sentence-transformers model [default: qcode's, all-mpnet-base-v2 unless configured]")
     parser.add_argument("--models", type=Path, default=PROJECT_ROOT / "models", help="where tuned encoders live")
     parser.add_argument("--real-dev", type=Path, default=REAL_DEV)
     parser.add_argument("--heads-only", action="store_true",
