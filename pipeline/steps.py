@@ -183,8 +183,8 @@ def embed_passages(settings: Settings) -> dict:
     with Store(settings.db_path) as store:
         embedder = active_encoder(settings, store, open_codebook(settings, store))
         missing = store.hashes_without_embedding(embedder.model_id)
-        # One chunk's texts in memory at a time, and DuckDB kept from caching every vector it writes: the
-        # step's memory then stays flat however large the round (measured in bench/RESULTS.md).
+        # One chunk's texts in memory at a time, and DuckDB kept from caching every vector it writes, so the
+        # step's memory does not grow with every text of a large round (figures in bench/RESULTS.md).
         with store.memory_limit(EMBED_DATABASE_MEMORY):
             for start in tqdm(range(0, len(missing), EMBED_CHUNK), desc="embed", unit="chunk", disable=None):
                 chunk = store.texts_of(missing[start:start + EMBED_CHUNK])
