@@ -469,10 +469,10 @@ class Store:
         """(text hash, text) for each of ``hashes`` that a passage holds, in the order given."""
         if not hashes:
             return []
-        return self.con.execute(
-            "SELECT DISTINCT ON (p.text_hash) p.text_hash, p.text FROM passages p "
-            "JOIN (SELECT unnest(?::VARCHAR[]) AS text_hash, generate_subscripts(?::VARCHAR[], 1) AS i) h "
-            "USING (text_hash) ORDER BY h.i", [list(hashes), list(hashes)]).fetchall()
+        texts = dict(self.con.execute(
+            "SELECT DISTINCT ON (text_hash) text_hash, text FROM passages "
+            "WHERE text_hash IN (SELECT unnest(?::VARCHAR[]))", [list(hashes)]).fetchall())
+        return [(h, texts[h]) for h in hashes if h in texts]
 
     def uncoded_passages(self, coder_id: str, codebook_version: str) -> list[tuple[str, str]]:
         """(passage id, text) of active passages this coder and codebook version have not coded."""
